@@ -1,0 +1,538 @@
+"""A job: WHAT to do with a batch of files. The manager decides when; a transport decides where.
+
+A job type is a small subclass: its name, its template, its parameters, its requirements, what media it
+accepts and how long it may take. The base class owns the batch's life:
+
+    prepare_local -> upload -> run_remote (launch, poll, fetch chunks as they finish) -> download -> cleanup
+
+Every input gets an :class:`~cgpu_kit.results.ItemResult`; a bad input fails alone and never costs the rest.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Sequence
+
+from .. import __version__
+from ..batch import BatchItem, member_name, pack_part, safe_extract, split_parts
+from ..exceptions import (
+    ArchiveError, CgpuKitError, InputError, RuntimeLostError, TransportError,
+)
+from ..ledger import STATE_DIR, Ledger, OutputLock, item_key
+from ..media import MediaInfo, probe
+from ..params import Param, ParamSet
+from ..remote import RemoteBatch
+from ..requirements import Requirements
+from ..results import ItemResult, ItemStatus, JobResult, JobStatus
+from ..runtime import layout
+from ..templates import template_path
+from ..transports.base import Transport
+from ..util import file_sha256, read_jsonl, write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REMOTE_ROOT = "/content"
+#: parts are at most this big by default: one cgpu upload request carries it reliably
+DEFAULT_PART_BYTES = 48 << 20
+
+#: parameters every job type has (how the batch runs, not what it does)
+COMMON_PARAMS: tuple[Param, ...] = ()
+
+ProgressCallback = Callable[["CGPUJob", ItemResult], None]
+
+
+class CGPUJob(abc.ABC):
+    """Base of every job type. Subclasses set the class attributes and may refine :meth:`check_media`."""
+
+    job_type: ClassVar[str]
+    template_name: ClassVar[str]
+    params_spec: ClassVar[ParamSet]
+    #: seconds the whole job may take, and each item (subclasses may size these to the batch)
+    default_timeout: ClassVar[float] = 600.0
+    default_item_timeout: ClassVar[float] = 300.0
+    #: kinds of media accepted: "video", "audio", "image"
+    accepts: ClassVar[frozenset[str]] = frozenset({"video"})
+
+    def __init__(
+        self,
+        inputs: Iterable[str | os.PathLike[str]],
+        out_dir: str | os.PathLike[str],
+        *,
+        params: dict[str, Any] | None = None,
+        backend: str | Transport = "local",
+        remote_root: str | None = None,
+        job_id: str | None = None,
+        timeout: float | None = None,
+        item_timeout: float | None = None,
+        workers: int = 0,
+        force: bool = False,
+        part_bytes: int = DEFAULT_PART_BYTES,
+        max_pixels: int = 8192 * 8192,
+        **more_params: Any,
+    ) -> None:
+        self.job_id = job_id or uuid.uuid4().hex
+        self.inputs = [Path(os.fspath(p)) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+        self.out_dir = Path(os.fspath(out_dir)).expanduser().absolute()
+        self.params = self.params_spec.resolve({**(params or {}), **more_params}, job_type=self.job_type)
+        self.backend = backend
+        self.remote_root_arg = remote_root
+        self.remote_root = (remote_root or _default_root(backend)).rstrip("/")
+        self._timeout = timeout
+        self._item_timeout = item_timeout
+        self.workers = workers
+        self.force = force
+        self.part_bytes = part_bytes
+        self.max_pixels = max_pixels
+        self.status = JobStatus.PENDING
+        self.items: list[ItemResult] = []
+        self.batch_items: dict[str, BatchItem] = {}
+        self.error: str | None = None
+        self.remote_log = ""
+        self.timings: dict[str, float] = {}
+        self.state_dir = self.out_dir / STATE_DIR / f"job_{self.job_id}"
+        self.log_path: Path | None = None
+        self.cancel_event = threading.Event()
+        self.on_item: ProgressCallback | None = None
+        self._ledger = Ledger(self.out_dir)
+        self._lock = OutputLock(self.out_dir)
+        self._results_seen = 0
+        self._chunks_done: set[str] = set()
+        self._logs_local = False
+        self._prepared = False
+
+    # -- what subclasses describe -------------------------------------------------------------------------
+
+    @property
+    def remote_work_dir(self) -> str:
+        return f"{self.remote_root}/job_{self.job_id}"
+
+    @property
+    def timeout(self) -> float:
+        return float(self._timeout or self.sized_timeout())
+
+    @property
+    def item_timeout(self) -> float:
+        return float(self._item_timeout or self.default_item_timeout)
+
+    def sized_timeout(self) -> float:
+        return self.default_timeout
+
+    @abc.abstractmethod
+    def get_requirements(self) -> Requirements:
+        """What the runtime needs for this job type; installed once per session by the manager."""
+
+    def check_media(self, path: Path, info: MediaInfo) -> None:
+        """Raise :class:`InputError` when this job type cannot use ``info``; the default checks ``accepts``."""
+        kinds = set()
+        if info.is_image:
+            kinds.add("image")
+        elif info.has_video:
+            kinds.add("video")
+        if info.has_audio:
+            kinds.add("audio")
+        if not kinds & self.accepts:
+            have = " and ".join(sorted(kinds)) or "no usable stream"
+            want = " or ".join(sorted(self.accepts))
+            raise InputError(f"{path}: has {have}; {self.job_type} needs {want}", path=str(path))
+        if info.width and info.height and info.width * info.height > self.max_pixels:
+            raise InputError(
+                f"{path}: {info.width}x{info.height} is larger than the limit of {self.max_pixels} pixels "
+                "(max_pixels); downscale it first or raise the limit", path=str(path),
+            )
+
+    def output_name(self, stem: str, runtime_name: str) -> str:
+        """Local file name of a runtime output ``output<suffix>`` of the item whose outputs are ``stem*``."""
+        suffix = runtime_name[len("output"):] if runtime_name.startswith("output") else "." + runtime_name
+        return stem + suffix
+
+    # -- step 1: validate and pack -------------------------------------------------------------------------
+
+    def prepare_local(self) -> None:
+        """Validate every input, skip what the output folder already holds, and plan the rest."""
+        started = time.monotonic()
+        self._lock.acquire()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.items = []
+        seen: dict[Path, ItemResult] = {}
+        used_stems = {Path(n).stem for n in self._ledger.names_in_use()}
+        for n, raw in enumerate(self.inputs):
+            result = ItemResult(input_path=str(raw), item_id=f"i{n:04d}")
+            self.items.append(result)
+            try:
+                path = raw.expanduser().absolute()
+                real = path.resolve()
+                if real in seen:
+                    result.status = ItemStatus.SKIPPED
+                    result.error = f"duplicate of input {seen[real].input_path!r}; processed once"
+                    result.metadata["duplicate_of"] = seen[real].item_id
+                    continue
+                seen[real] = result
+                info = self._validate(path)
+                sha = file_sha256(path)
+                key = item_key(self.job_type, sha, self.params, self.tool_version())
+                stem = self._ledger.stem_of(key) or _unique_stem(path.stem, used_stems)
+                used_stems.add(stem)
+                item = BatchItem(
+                    result.item_id, str(path), path.name, path.stat().st_size, sha,
+                    member_name(result.item_id, path.name), out_stem=stem, key=key, probe=info.to_dict(),
+                )
+                result.metadata.update(key=key, media=info.to_dict())
+                done = None if self.force else self._ledger.intact(key)
+                if done is not None:
+                    result.status = ItemStatus.SKIPPED
+                    result.outputs = [str(self.out_dir / o) for o in done["outputs"]]
+                    result.metadata["skipped"] = "already done in an earlier run; outputs checked intact"
+                    continue
+                if self._is_own_output(path, stem):
+                    raise InputError(
+                        f"{path}: its output would overwrite it; choose an output folder other than its own",
+                        path=str(path),
+                    )
+                self.batch_items[result.item_id] = item
+            except InputError as exc:
+                result.status = ItemStatus.FAILED
+                result.error = str(exc)
+            except OSError as exc:
+                result.status = ItemStatus.FAILED
+                result.error = f"{raw}: cannot be read ({exc.strerror or exc}); check its permissions"
+        skipped = sum(1 for i in self.items if i.status is ItemStatus.SKIPPED and "duplicate_of" not in i.metadata)
+        if skipped:
+            log.info("%d item(s) already done in %s: skipped (use force=True / --force to redo them)", skipped, self.out_dir)
+        self._prepared = True
+        self.timings["prepare"] = round(time.monotonic() - started, 3)
+
+    def _validate(self, path: Path) -> MediaInfo:
+        if not path.exists():
+            raise InputError(f"{path}: no such file; check the path", path=str(path))
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder, not a file; give the files inside it", path=str(path))
+        if not path.is_file():
+            raise InputError(f"{path}: is not a regular file", path=str(path))
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: is empty (0 bytes); re-export or re-download it", path=str(path))
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{path}: cannot be read; check its permissions", path=str(path))
+        info = probe(path)
+        self.check_media(path, info)
+        return info
+
+    def _is_own_output(self, path: Path, stem: str) -> bool:
+        """Whether this item's output would overwrite the input itself (job types may refine it)."""
+        return path.parent.resolve() == self.out_dir.resolve() and path.stem == stem
+
+    def tool_version(self) -> str:
+        """Part of each item's cache key: outputs of another version of the tools are not reused."""
+        return __version__
+
+    @property
+    def pending(self) -> list[BatchItem]:
+        """Items still to process: validated, not skipped, without a final result yet."""
+        by_id = {i.item_id: i for i in self.items}
+        return [b for b in self.batch_items.values() if by_id[b.item_id].status in (ItemStatus.PENDING, ItemStatus.CANCELLED)]
+
+    def pack(self) -> list[Path]:
+        """Zip the pending items into parts with their manifest (done again after a runtime is lost)."""
+        pending = self.pending
+        header = {"job_type": self.job_type, "job_id": self.job_id, "params": self.params, "version": __version__}
+        parts_dir = self.state_dir / "parts"
+        if parts_dir.exists():
+            shutil.rmtree(parts_dir)
+        paths = []
+        for index, members in enumerate(split_parts(pending, self.part_bytes)):
+            paths.append(pack_part(members, parts_dir / layout.part_name(index), dict(header, part=index)))
+        return paths
+
+    def job_file(self, chunk_seconds: float) -> Path:
+        path = self.state_dir / layout.JOB_FILE
+        write_json(path, {
+            "job_type": self.job_type, "job_id": self.job_id, "params": self.params,
+            "item_timeout": self.item_timeout, "timeout": self.timeout, "workers": self.workers,
+            "chunk_seconds": chunk_seconds, "version": __version__,
+        })
+        return path
+
+    # -- steps 2-5: upload, run, download ------------------------------------------------------------------
+
+    def upload(self, transport: Transport) -> None:
+        """Send the parts, the template and the job file; what the runtime already holds is not sent again."""
+        started = time.monotonic()
+        remote = self.remote(transport)
+        remote.make_dirs()
+        parts = self.pack()
+        for part in parts:
+            sent = remote.upload(part, f"{layout.PARTS}/{part.name}", timeout=self.upload_timeout(part))
+            log.info("%s %s (%.1f MB)", "uploaded" if sent else "already on the runtime:", part.name, part.stat().st_size / 1e6)
+        remote.upload(template_path(self.template_name), layout.TEMPLATE, timeout=120)
+        remote.upload(self.job_file(chunk_seconds=max(2.0, 10 * transport.poll_interval)), layout.JOB_FILE, timeout=60)
+        self.timings["upload"] = round(self.timings.get("upload", 0) + time.monotonic() - started, 3)
+
+    def upload_timeout(self, path: Path) -> float:
+        return 60.0 + path.stat().st_size / 250e3  # at least 250 kB/s
+
+    def remote(self, transport: Transport) -> RemoteBatch:
+        return RemoteBatch(transport, self.remote_work_dir)
+
+    def run_remote(self, transport: Transport, *, deadline: float | None = None) -> None:
+        """Launch the batch detached, then poll it, fetching finished chunks, until it ends.
+
+        Cancellation (``cancel()``) and the job's timeout stop the remote loop through its cancel file; the
+        items it finished are still fetched.
+        """
+        started = time.monotonic()
+        deadline = deadline or (started + self.timeout)
+        remote = self.remote(transport)
+        state = remote.launch()
+        log.info("job %s: batch %s on %s", self.job_id, state, transport.name)
+        stop_sent = False
+        relaunches = 0
+        while True:
+            status = remote.poll(self._results_seen)
+            self._absorb(status, transport)
+            state = status["state"]
+            if state == "absent":
+                raise RuntimeLostError(f"the work folder of job {self.job_id} is gone from the runtime")
+            if state == "finished":
+                break
+            if state == "dead":
+                relaunches += 1
+                if relaunches > 2:
+                    raise CgpuKitError("the batch's driver keeps dying on the runtime; see the runtime log")
+                log.warning("job %s: the driver died; relaunching it (finished items are kept)", self.job_id)
+                remote.launch()
+            if state == "uploaded":
+                remote.launch()
+            if not stop_sent and (self.cancel_event.is_set() or time.monotonic() > deadline):
+                if not self.cancel_event.is_set():
+                    self.error = f"timed out after {self.timeout:.0f}s (the job timeout)"
+                remote.cancel()
+                stop_sent = True
+                deadline = time.monotonic() + 60  # grace for the runtime to wrap up
+            elif stop_sent and time.monotonic() > deadline:
+                break
+            self._wait(transport.poll_interval)
+        self.remote_status = status
+        if status.get("exit_code"):
+            self.error = self.error or f"the template failed on the runtime: {status.get('error')}"
+        self.timings["run"] = round(self.timings.get("run", 0) + time.monotonic() - started, 3)
+
+    def _wait(self, seconds: float) -> None:
+        self.cancel_event.wait(seconds) if not self.cancel_event.is_set() else time.sleep(seconds)
+
+    def _absorb(self, status: dict[str, Any], transport: Transport) -> None:
+        """Take new item results (progress) and fetch every finished chunk not yet here."""
+        for rec in status.get("results", []):
+            self._results_seen += 1
+            result = self._item(rec["item_id"])
+            if result is not None and result.status is ItemStatus.PENDING:
+                result.timings.update(rec.get("timings", {}))
+        for name, meta in sorted(status.get("ready", {}).items()):
+            if name not in self._chunks_done:
+                self._take_chunk(transport, name, meta)
+
+    def _take_chunk(self, transport: Transport, name: str, meta: dict[str, Any]) -> None:
+        started = time.monotonic()
+        local = self.state_dir / "chunks" / name
+        if not (local.exists() and file_sha256(local) == meta.get("sha256")):
+            self.remote(transport).fetch(f"{layout.READY}/{name}", local, sha256=meta.get("sha256"), timeout=self.upload_timeout_bytes(meta.get("size", 0)))
+        dest = self.state_dir / "chunks" / (name + ".d")
+        if dest.exists():
+            shutil.rmtree(dest)
+        safe_extract(local, dest)
+        import json
+
+        manifest = json.loads((dest / "manifest.json").read_text())
+        for rec in manifest["results"]:
+            self._deliver(rec, dest / rec["item_id"])
+        shutil.rmtree(dest, ignore_errors=True)
+        local.unlink(missing_ok=True)
+        self._chunks_done.add(name)
+        self.timings["download"] = round(self.timings.get("download", 0) + time.monotonic() - started, 3)
+
+    def reset_remote_progress(self) -> None:
+        """Forget what was seen of a runtime that was lost; items already delivered stay delivered."""
+        self._results_seen = 0
+        self._chunks_done = set()
+        self._logs_local = False
+        for result in self.items:
+            if result.status is ItemStatus.CANCELLED:
+                result.status = ItemStatus.PENDING
+
+    def upload_timeout_bytes(self, size: int) -> float:
+        return 60.0 + size / 250e3
+
+    def _item(self, item_id: str) -> ItemResult | None:
+        return next((i for i in self.items if i.item_id == item_id), None)
+
+    def _deliver(self, rec: dict[str, Any], folder: Path) -> None:
+        """Move one item's outputs into the output folder under their final names and record them."""
+        result = self._item(rec["item_id"])
+        item = self.batch_items.get(rec["item_id"])
+        if result is None or item is None or result.status not in (ItemStatus.PENDING, ItemStatus.CANCELLED):
+            return
+        result.timings.update(rec.get("timings", {}))
+        result.metadata.update(rec.get("metadata", {}))
+        if rec.get("stderr_tail"):
+            result.metadata["stderr_tail"] = rec["stderr_tail"]
+        if rec["status"] != "done":
+            result.status = ItemStatus.FAILED if rec["status"] == "failed" else ItemStatus.CANCELLED
+            result.error = f"{item.source}: {rec.get('error') or 'failed'}"
+            self._notify(result)
+            return
+        outputs, sizes, digests = [], {}, {}
+        for name in rec["outputs"]:
+            src = folder / name
+            digest = rec.get("sha256", {}).get(name)
+            if not src.is_file() or (digest and file_sha256(src) != digest):
+                result.status = ItemStatus.FAILED
+                result.error = f"{item.source}: its output {name} arrived damaged; run again to redo it"
+                self._notify(result)
+                return
+            final = self.output_name(item.out_stem, name)
+            dest = self.out_dir / final
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+            outputs.append(final)
+            sizes[final] = dest.stat().st_size
+            digests[final] = digest or file_sha256(dest)
+        result.outputs = [str(self.out_dir / o) for o in outputs]
+        result.status = ItemStatus.DONE
+        self._ledger.add({
+            "key": item.key, "status": "done", "input": item.source, "out_stem": item.out_stem,
+            "outputs": outputs, "sizes": sizes, "sha256": digests, "job_id": self.job_id, "job_type": self.job_type,
+            "time": time.time(),
+        })
+        self._notify(result)
+
+    def _notify(self, result: ItemResult) -> None:
+        if self.on_item is not None:
+            try:
+                self.on_item(self, result)
+            except Exception:  # a broken progress display must not cost the batch
+                log.exception("progress callback failed")
+
+    def download(self, transport: Transport) -> None:
+        """Fetch what is left: last chunks, the results file, the executed notebook and the runtime log."""
+        started = time.monotonic()
+        remote = self.remote(transport)
+        status = remote.poll(self._results_seen)
+        self._absorb(status, transport)
+        logs = self.state_dir
+        for name in (layout.EXECUTED, layout.RUNTIME_LOG, layout.RESULTS, layout.STATUS):
+            try:
+                remote.fetch(name, logs / name, timeout=120)
+            except (TransportError, CgpuKitError) as exc:
+                log.info("could not fetch %s: %s", name, exc)
+        if (logs / layout.EXECUTED).exists():
+            self.log_path = logs / layout.EXECUTED
+        if (logs / layout.RUNTIME_LOG).exists():
+            self.remote_log = _tail(logs / layout.RUNTIME_LOG)
+        self._logs_local = True
+        self.timings["download"] = round(self.timings.get("download", 0) + time.monotonic() - started, 3)
+
+    def cleanup(self, transport: Transport | None) -> None:
+        """Remove the remote work folder (only once the logs are local) and the local staging files."""
+        try:
+            if transport is not None and self._logs_local:
+                try:
+                    self.remote(transport).remove()
+                except CgpuKitError as exc:
+                    log.warning("job %s: could not remove %s on the runtime: %s", self.job_id, self.remote_work_dir, exc)
+            for name in ("parts", "chunks"):
+                shutil.rmtree(self.state_dir / name, ignore_errors=True)
+        finally:
+            self._lock.release()
+
+    def cancel(self) -> None:
+        """Ask the job to stop: the runtime stops after the running items, finished ones are kept."""
+        self.cancel_event.set()
+
+    # -- the result ----------------------------------------------------------------------------------------
+
+    def finish(self, error: str | None = None) -> JobResult:
+        """Settle every item's status and the job's, and return the :class:`JobResult`."""
+        if error and not self.error:
+            self.error = error
+        cancelled = self.cancel_event.is_set()
+        for result in self.items:
+            if result.status is ItemStatus.PENDING:
+                if cancelled:
+                    result.status, result.error = ItemStatus.CANCELLED, "cancelled before it finished"
+                else:
+                    result.status = ItemStatus.FAILED
+                    result.error = f"{result.input_path}: not processed: {self.error or 'the runtime returned no result for it'}"
+            elif result.status is ItemStatus.CANCELLED and not cancelled:
+                result.status = ItemStatus.FAILED
+                result.error = f"{result.input_path}: stopped: {self.error or 'the batch was stopped'}"
+        for result in self.items:
+            dup = result.metadata.get("duplicate_of")
+            if dup:
+                original = self._item(dup)
+                if original is not None:
+                    result.outputs = list(original.outputs)
+        failed = [i for i in self.items if i.status is ItemStatus.FAILED]
+        ok = [i for i in self.items if i.ok]
+        if cancelled:
+            self.status = JobStatus.CANCELLED
+        elif not failed:
+            self.status = JobStatus.COMPLETED
+        elif ok or (self.error is None and len(failed) < len(self.items)):
+            self.status = JobStatus.PARTIAL
+        elif self.error:
+            self.status = JobStatus.FAILED
+        else:
+            self.status = JobStatus.PARTIAL if ok else JobStatus.FAILED
+        if self.status is JobStatus.FAILED and not self.error:
+            self.error = "every item failed"
+        self._write_summary()
+        return self.result()
+
+    def result(self) -> JobResult:
+        return JobResult(
+            success=self.status is JobStatus.COMPLETED,
+            output_path=str(self.out_dir),
+            metadata={"job_type": self.job_type, "params": dict(self.params), "backend": getattr(self.backend, "name", self.backend),
+                      "remote_work_dir": self.remote_work_dir},
+            error=self.error, status=self.status, job_id=self.job_id, items=list(self.items),
+            log_path=str(self.log_path) if self.log_path else None, remote_log=self.remote_log,
+            timings=dict(self.timings),
+        )
+
+    def _write_summary(self) -> None:
+        try:
+            write_json(self.state_dir / "result.json", self.result().to_dict())
+        except OSError as exc:
+            log.warning("could not write the job summary: %s", exc)
+
+
+def _default_root(backend: str | Transport) -> str:
+    if isinstance(backend, Transport):
+        return backend.remote_root
+    if backend == "local":
+        from ..transports.local import default_local_root
+
+        return default_local_root()
+    return os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
+
+
+def _unique_stem(stem: str, used: set[str]) -> str:
+    stem = stem or "item"
+    if stem not in used:
+        return stem
+    n = 2
+    while f"{stem} ({n})" in used:
+        n += 1
+    return f"{stem} ({n})"
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

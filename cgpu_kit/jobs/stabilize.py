@@ -1,0 +1,70 @@
+"""StabilizeJob: two-pass vidstab stabilization of a batch of clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from ..params import Param, ParamSet
+from ..requirements import Requirements
+from .base import CGPUJob
+
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+STABILIZE_PARAMS = ParamSet([
+    Param("shakiness", 5, "how shaky the clip is (1 little, 10 very); vidstabdetect", min=1, max=10),
+    Param("accuracy", 15, "accuracy of the motion detection (1 low, 15 high); vidstabdetect", min=1, max=15),
+    Param("stepsize", 6, "step of the motion search in pixels (smaller is finer); vidstabdetect", min=1, max=32),
+    Param("smoothing", 10, "frames before and after used to smooth the camera path; vidstabtransform", min=0, max=1000),
+    Param("zoom", 0.0, "extra zoom in percent (negative zooms out); vidstabtransform", min=-100.0, max=100.0),
+    Param("optzoom", 1, "automatic zoom: 0 none, 1 static to hide borders, 2 adaptive", choices=(0, 1, 2)),
+    Param("crop", "keep", "what fills the borders: the previous frame's content (keep) or black", choices=("keep", "black")),
+    Param("interpolation", "bilinear", "interpolation of the transform", choices=("no", "linear", "bilinear", "bicubic")),
+    Param("tripod", False, "a still camera: stabilize against the first frame (both passes)"),
+    Param("unsharp", True, "sharpen a little after the transform, as vidstab recommends"),
+    Param("crf", 18, "x264 quality (0 lossless, 51 worst)", min=0, max=51),
+    Param("preset", "medium", "x264 speed/size preset", choices=PRESETS),
+])
+
+
+class StabilizeJob(CGPUJob):
+    """Stabilize each clip with vidstabdetect then vidstabtransform; audio is kept when present."""
+
+    job_type: ClassVar[str] = "stabilize"
+    template_name: ClassVar[str] = "stabilize.ipynb"
+    params_spec: ClassVar[ParamSet] = STABILIZE_PARAMS
+    accepts: ClassVar[frozenset[str]] = frozenset({"video"})
+    default_timeout: ClassVar[float] = 600.0
+    default_item_timeout: ClassVar[float] = 600.0
+
+    def get_requirements(self) -> Requirements:
+        return Requirements(apt=("ffmpeg",), pip=("imageio-ffmpeg",))
+
+    def check_media(self, path: Path, info) -> None:
+        from ..exceptions import InputError
+
+        if info.is_image:
+            raise InputError(f"{path}: is a still image; stabilization needs a video clip", path=str(path))
+        super().check_media(path, info)
+
+    def _work_seconds(self) -> float:
+        """A rough CPU cost of the batch: seconds of video weighted by megapixels."""
+        total = 0.0
+        for item in self.batch_items.values():
+            p = item.probe
+            mpix = ((p.get("width") or 1280) * (p.get("height") or 720)) / 1e6
+            total += (p.get("duration") or 60.0) * max(mpix, 0.1)
+        return total
+
+    def sized_timeout(self) -> float:
+        # detect + transform at 720p ran at about 1 s per second of video on 2 cores; allow 10x that
+        return max(self.default_timeout, 300.0 + 10.0 * self._work_seconds())
+
+    @property
+    def item_timeout(self) -> float:
+        if self._item_timeout:
+            return float(self._item_timeout)
+        longest = max((
+            (i.probe.get("duration") or 60.0) * max(((i.probe.get("width") or 1280) * (i.probe.get("height") or 720)) / 1e6, 0.1)
+            for i in self.batch_items.values()), default=0.0)
+        return max(self.default_item_timeout, 120.0 + 10.0 * longest)

@@ -1,0 +1,97 @@
+"""What an output folder already holds: one record per finished item, keyed by what made it.
+
+An item's key is made of its content hash, the job type, its parameters and the tool version, so the same
+clip with the same settings is recognised whatever its name or folder, and a changed parameter is not.
+Records are appended as items finish; a record counts only while its outputs are there with the sha256 they
+had when written (checked, not assumed).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .exceptions import OutputLockedError
+from .util import append_jsonl, file_sha256, read_jsonl
+
+STATE_DIR = "_cgpu_kit"
+
+
+def item_key(job_type: str, sha256: str, params: dict[str, Any], version: str) -> str:
+    blob = json.dumps([job_type, sha256, params, version], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class Ledger:
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.path = out_dir / STATE_DIR / "ledger.jsonl"
+        self._records: dict[str, dict[str, Any]] | None = None
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        if self._records is None:
+            self._records = {}
+            for rec in read_jsonl(self.path):
+                self._records[rec["key"]] = rec
+        return self._records
+
+    def intact(self, key: str) -> dict[str, Any] | None:
+        """The record of ``key`` if every output it names is still there unchanged."""
+        rec = self.records().get(key)
+        if rec is None or rec.get("status") != "done":
+            return None
+        for name, digest in rec.get("sha256", {}).items():
+            path = self.out_dir / name
+            if not path.is_file() or path.stat().st_size != rec.get("sizes", {}).get(name, -1):
+                return None
+            if file_sha256(path) != digest:
+                return None
+        return rec
+
+    def names_in_use(self) -> set[str]:
+        return {name for rec in self.records().values() for name in rec.get("outputs", [])}
+
+    def stem_of(self, key: str) -> str | None:
+        rec = self.records().get(key)
+        return rec.get("out_stem") if rec else None
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        append_jsonl(self.path, record)
+        self.records()[record["key"]] = record
+
+
+class OutputLock:
+    """An exclusive lock on an output folder, so two runs never interleave their results there."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / STATE_DIR / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip()
+            os.close(fd)
+            raise OutputLockedError(
+                f"{self.path.parent.parent} is in use by another run ({holder or 'unknown process'}); "
+                "wait for it to finish or choose another output folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

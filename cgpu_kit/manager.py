@@ -1,0 +1,286 @@
+"""WHEN and HOW OFTEN: the one job manager of the process.
+
+It runs submitted jobs first in, first out; sets each runtime session up once (requirements installed once
+and recorded, checked again before each batch); retries transport failures with tenacity (3 attempts,
+exponential backoff) and never retries a job's own failure; enforces each job's timeout; and keeps the
+executed notebook and the runtime log of every job, failed ones first of all.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import tenacity
+
+from .exceptions import CgpuKitError, RuntimeLostError, TransportError
+from .jobs.base import CGPUJob
+from .requirements import Requirements
+from .results import JobResult, JobStatus
+from .transports import get_transport
+from .transports.base import CommandResult, Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SessionState:
+    """What the manager knows of one runtime session."""
+
+    transport: Transport
+    requirements: Requirements = field(default_factory=Requirements)
+    initialised_at: float | None = None
+    setups: int = 0
+
+
+class RetryPolicy:
+    """Tenacity settings for transport calls; ``sleep`` is injectable so tests assert waits without waiting."""
+
+    def __init__(self, attempts: int = 3, multiplier: float = 1.0, max_wait: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.attempts = attempts
+        self.multiplier = multiplier
+        self.max_wait = max_wait
+        self.sleep = sleep
+
+    def retrying(self) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential(multiplier=self.multiplier, max=self.max_wait),
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, TransportError) and e.retryable),
+            sleep=self.sleep, reraise=True,
+            before_sleep=lambda rs: log.warning(
+                "transport call failed (%s); retry %d of %d", rs.outcome.exception(), rs.attempt_number, self.attempts - 1
+            ),
+        )
+
+
+class RetryingTransport(Transport):
+    """Wraps a transport so each call is retried on transport failures, and counts the calls."""
+
+    def __init__(self, inner: Transport, policy: RetryPolicy) -> None:
+        self.inner = inner
+        self.policy = policy
+        self.name = inner.name
+        self.python = inner.python
+        self.poll_interval = inner.poll_interval
+        self.remote_root = inner.remote_root
+        self.retries = 0
+
+    @property
+    def key(self) -> str:
+        return self.inner.key
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        for attempt in self.policy.retrying():
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    self.retries += 1
+                return fn(*args, **kwargs)
+
+    def run(self, command: str, *, timeout: float) -> CommandResult:
+        return self._call(self.inner.run, command, timeout=timeout)
+
+    def put(self, local: Path, remote: str, *, timeout: float) -> bool:
+        return self._call(self.inner.put, local, remote, timeout=timeout)
+
+    def get(self, remote: str, local: Path, *, timeout: float) -> None:
+        return self._call(self.inner.get, remote, local, timeout=timeout)
+
+    def setup(self, requirements: Requirements, *, timeout: float) -> None:
+        return self._call(self.inner.setup, requirements, timeout=timeout)
+
+    def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
+        return self._call(self.inner.is_set_up, requirements, timeout=timeout)
+
+    def runtime_env(self) -> dict[str, str]:
+        return self.inner.runtime_env()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class CGPUJobManager:
+    """The process's job manager (a singleton): ``submit`` jobs, then ``process_queue``."""
+
+    _instance: "CGPUJobManager | None" = None
+    _instance_lock = threading.Lock()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "CGPUJobManager":
+        with cls._instance_lock:
+            if cls._instance is None:
+                inst = super().__new__(cls)
+                inst._init()
+                cls._instance = inst
+            return cls._instance
+
+    def _init(self) -> None:
+        self.queue: collections.deque[CGPUJob] = collections.deque()
+        self.jobs: dict[str, CGPUJob] = {}
+        self.results: dict[str, JobResult] = {}
+        self.sessions: dict[str, SessionState] = {}
+        self.retry_policy = RetryPolicy()
+        self.setup_timeout = 1800.0
+        self.max_runtime_losses = 3
+        self._lock = threading.RLock()
+
+    @classmethod
+    def reset(cls) -> None:
+        """Forget the singleton (tests, or to start over with new sessions)."""
+        with cls._instance_lock:
+            if cls._instance is not None:
+                for state in cls._instance.sessions.values():
+                    state.transport.close()
+            cls._instance = None
+
+    # -- the queue -----------------------------------------------------------------------------------------
+
+    def submit(self, job: CGPUJob) -> str:
+        with self._lock:
+            if job.job_id in self.jobs:
+                raise CgpuKitError(f"job {job.job_id} was already submitted")
+            self.jobs[job.job_id] = job
+            self.queue.append(job)
+        log.info("submitted %s job %s (%d input(s))", job.job_type, job.job_id, len(job.inputs))
+        return job.job_id
+
+    def process_queue(self) -> list[JobResult]:
+        """Run queued jobs in submission order until the queue is empty; return their results in that order."""
+        done = []
+        while True:
+            with self._lock:
+                if not self.queue:
+                    break
+                job = self.queue.popleft()
+            done.append(self.run_job(job))
+        return done
+
+    def run(self, job: CGPUJob) -> JobResult:
+        """Submit ``job`` and process the queue; return this job's result."""
+        self.submit(job)
+        self.process_queue()
+        return self.results[job.job_id]
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job: a queued one never starts; a running one stops after its running items."""
+        job = self.jobs[job_id]
+        job.cancel()
+        with self._lock:
+            if job in self.queue:
+                self.queue.remove(job)
+                job.status = JobStatus.CANCELLED
+                self.results[job_id] = JobResult(
+                    success=False, output_path=str(job.out_dir), status=JobStatus.CANCELLED, job_id=job_id,
+                    error="cancelled before it started",
+                )
+
+    # -- one job -------------------------------------------------------------------------------------------
+
+    def session(self, job: CGPUJob) -> SessionState:
+        transport = job.backend if isinstance(job.backend, Transport) else get_transport(
+            job.backend, remote_root=job.remote_root_arg
+        )
+        with self._lock:
+            state = self.sessions.get(transport.key)
+            if state is None:
+                state = SessionState(RetryingTransport(transport, self.retry_policy))
+                self.sessions[transport.key] = state
+            else:
+                transport.close()
+        return state
+
+    def ensure_ready(self, state: SessionState, requirements: Requirements) -> None:
+        """Set the runtime up for ``requirements`` unless this session already did (checked, not assumed)."""
+        t = state.transport
+        if state.initialised_at is not None and state.requirements.covers(requirements):
+            if t.is_set_up(state.requirements, timeout=120):
+                return
+            log.warning("the runtime %s lost its set-up (recycled?); setting it up again", t.key)
+        wanted = state.requirements | requirements
+        started = time.monotonic()
+        t.setup(wanted, timeout=self.setup_timeout)
+        state.requirements = wanted
+        state.initialised_at = time.time()
+        state.setups += 1
+        log.info("runtime %s set up in %.1fs", t.key, time.monotonic() - started)
+
+    def run_job(self, job: CGPUJob) -> JobResult:
+        job.status = JobStatus.RUNNING
+        started = time.monotonic()
+        state: SessionState | None = None
+        error: str | None = None
+        try:
+            if not job._prepared:
+                job.prepare_local()
+            if job.pending:
+                state = self.session(job)
+                job.remote_root = state.transport.remote_root
+                deadline = time.monotonic() + job.timeout
+                losses = 0
+                while True:
+                    try:
+                        self.ensure_ready(state, job.get_requirements())
+                        job.upload(state.transport)
+                        job.run_remote(state.transport, deadline=deadline)
+                        job.download(state.transport)
+                        break
+                    except RuntimeLostError as exc:
+                        losses += 1
+                        if losses > self.max_runtime_losses or job.cancel_event.is_set():
+                            raise
+                        log.warning("job %s: %s; setting the runtime up again and resuming the unfinished items", job.job_id, exc)
+                        state.initialised_at = None
+                        job.reset_remote_progress()
+                        if not job.pending:
+                            break
+        except CgpuKitError as exc:
+            error = str(exc)
+            log.error("job %s failed: %s", job.job_id, exc)
+            if state is not None:
+                self._keep_logs(job, state.transport)
+        except KeyboardInterrupt:
+            job.cancel()
+            if state is not None:
+                self._stop_after_interrupt(job, state.transport)
+            self._settle(job, None, started, state)
+            raise
+        return self._settle(job, error, started, state)
+
+    def _settle(self, job: CGPUJob, error: str | None, started: float, state: SessionState | None) -> JobResult:
+        result = job.finish(error)
+        job.cleanup(state.transport if state is not None else None)
+        result.timings["total"] = round(time.monotonic() - started, 3)
+        if state is not None:
+            result.metadata["transport_retries"] = getattr(state.transport, "retries", 0)
+        self.results[job.job_id] = result
+        log.info(result.summary())
+        return result
+
+    def _keep_logs(self, job: CGPUJob, transport: Transport) -> None:
+        """A failed job's executed notebook and log come home before anything remote is removed."""
+        if job._logs_local:
+            return
+        try:
+            job.download(transport)
+        except CgpuKitError as exc:
+            log.warning("job %s: could not fetch its logs: %s", job.job_id, exc)
+
+    def _stop_after_interrupt(self, job: CGPUJob, transport: Transport) -> None:
+        try:
+            remote = job.remote(transport)
+            remote.cancel()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status = remote.poll(job._results_seen)
+                job._absorb(status, transport)
+                if status["state"] in ("finished", "absent", "dead", "uploaded"):
+                    break
+                time.sleep(transport.poll_interval)
+            job.download(transport)
+        except (CgpuKitError, KeyboardInterrupt) as exc:
+            log.warning("job %s: stopped without fetching everything: %s", job.job_id, exc)

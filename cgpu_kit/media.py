@@ -1,0 +1,219 @@
+"""Finding ffmpeg and ffprobe, and probing media files.
+
+The ffmpeg chosen for stabilization must have both vidstab filters: the one on PATH if it has them, else the
+static one that the PyPI package ``imageio-ffmpeg`` ships. ``CGPU_KIT_FFMPEG`` names another one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .exceptions import InputError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+VIDSTAB_FILTERS = ("vidstabdetect", "vidstabtransform")
+
+
+@functools.lru_cache(maxsize=None)
+def _filters_of(ffmpeg: str) -> frozenset[str]:
+    try:
+        out = subprocess.run(
+            [ffmpeg, "-hide_banner", "-nostdin", "-filters"], stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    names = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and "->" in parts[2]:
+            names.add(parts[1])
+    return frozenset(names)
+
+
+def _candidates() -> list[str]:
+    found = []
+    env = os.environ.get("CGPU_KIT_FFMPEG")
+    if env:
+        found.append(env)
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        found.append(on_path)
+    try:
+        import imageio_ffmpeg
+
+        found.append(imageio_ffmpeg.get_ffmpeg_exe())
+    except Exception:  # not installed, or its binary is missing
+        pass
+    return list(dict.fromkeys(found))
+
+
+@functools.lru_cache(maxsize=None)
+def find_ffmpeg(*, filters: tuple[str, ...] = ()) -> str:
+    """The first ffmpeg that has every filter in ``filters``; a clear error when none has."""
+    tried = []
+    for exe in _candidates():
+        have = _filters_of(exe)
+        if all(f in have for f in filters):
+            return exe
+        tried.append(exe)
+    need = f" with the filters {', '.join(filters)}" if filters else ""
+    looked = ", ".join(tried) if tried else "nothing (no ffmpeg on PATH, imageio-ffmpeg not installed)"
+    raise MissingDependencyError(
+        f"no ffmpeg{need} found; looked at {looked}. Install Debian's ffmpeg (apt-get install ffmpeg) "
+        f"or pip install imageio-ffmpeg, or set CGPU_KIT_FFMPEG to an ffmpeg built with libvidstab."
+    )
+
+
+def find_vidstab_ffmpeg() -> str:
+    return find_ffmpeg(filters=VIDSTAB_FILTERS)
+
+
+@functools.lru_cache(maxsize=None)
+def find_ffprobe() -> str | None:
+    env = os.environ.get("CGPU_KIT_FFPROBE")
+    if env:
+        return env
+    return shutil.which("ffprobe")
+
+
+@dataclass
+class MediaInfo:
+    """What a job needs to know about an input before it is sent anywhere."""
+
+    duration: float | None = None
+    has_video: bool = False
+    has_audio: bool = False
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    frames: int | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    format: str | None = None
+    is_image: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif"}
+
+
+def _rate(text: str | None) -> float | None:
+    if not text or text in ("0/0", "0"):
+        return None
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den) if float(den) else None
+    return float(text)
+
+
+def probe(path: Path, *, timeout: float = 60) -> MediaInfo:
+    """Probe ``path``; raise :class:`InputError` naming the file when it is not readable media."""
+    ffprobe = find_ffprobe()
+    if ffprobe is None:
+        return _probe_with_ffmpeg(path, timeout=timeout)
+    try:
+        proc = subprocess.run(
+            [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", "--", "file:" + str(path)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(f"{path}: ffprobe did not finish within {timeout:.0f}s; is the file on a slow or broken disk?", path=str(path))
+    if proc.returncode != 0:
+        reason = _first_error_line(proc.stderr).replace(f"file:{path}: ", "") or "not a media file ffprobe can read"
+        raise InputError(f"{path}: not readable media ({reason}); give a video or audio file", path=str(path))
+    try:
+        return _info_from_ffprobe(json.loads(proc.stdout or "{}"))
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}; give a video or audio file", path=str(path)) from None
+
+
+def _first_error_line(text: str) -> str:
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return lines[-1] if lines else ""
+
+
+def _info_from_ffprobe(data: dict[str, Any]) -> MediaInfo:
+    info = MediaInfo()
+    fmt = data.get("format", {})
+    info.format = fmt.get("format_name")
+    if fmt.get("duration"):
+        info.duration = float(fmt["duration"])
+    for s in data.get("streams", []):
+        kind = s.get("codec_type")
+        if kind == "video" and not info.has_video:
+            attached = s.get("disposition", {}).get("attached_pic", 0)
+            if attached:
+                continue
+            info.has_video = True
+            info.width, info.height = s.get("width"), s.get("height")
+            info.video_codec = s.get("codec_name")
+            info.fps = _rate(s.get("avg_frame_rate")) or _rate(s.get("r_frame_rate"))
+            if s.get("nb_frames", "").isdigit():
+                info.frames = int(s["nb_frames"])
+            if info.duration is None and s.get("duration"):
+                info.duration = float(s["duration"])
+        elif kind == "audio" and not info.has_audio:
+            info.has_audio = True
+            info.audio_codec = s.get("codec_name")
+    info.is_image = bool(info.format in IMAGE_FORMATS or (info.has_video and info.format and info.format.endswith("_pipe")))
+    if info.is_image:
+        info.duration = None
+        info.frames = 1
+    elif info.has_video and info.frames is None and info.fps and info.duration:
+        info.frames = int(round(info.fps * info.duration))
+    if not info.has_video and not info.has_audio:
+        raise InputError("no audio or video stream")
+    return info
+
+
+_DUR = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_VID = re.compile(r"Stream #.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
+_FPS = re.compile(r"([\d.]+) fps")
+_AUD = re.compile(r"Stream #.*?: Audio: (\w+)")
+_INPUT = re.compile(r"Input #0, ([\w,]+), from")
+
+
+def _probe_with_ffmpeg(path: Path, *, timeout: float) -> MediaInfo:
+    """Fallback for machines with ffmpeg but no ffprobe (imageio-ffmpeg ships only ffmpeg)."""
+    ffmpeg = find_ffmpeg()
+    proc = subprocess.run(
+        [ffmpeg, "-hide_banner", "-nostdin", "-i", "file:" + str(path)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+    )
+    text = proc.stderr
+    info = MediaInfo()
+    if m := _INPUT.search(text):
+        info.format = m.group(1)
+    if m := _DUR.search(text):
+        info.duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    if m := _VID.search(text):
+        info.has_video = True
+        info.video_codec, info.width, info.height = m.group(1), int(m.group(2)), int(m.group(3))
+        line = text[m.start(): text.find("\n", m.start())]
+        if f := _FPS.search(line):
+            info.fps = float(f.group(1))
+    if m := _AUD.search(text):
+        info.has_audio, info.audio_codec = True, m.group(1)
+    if not (info.has_video or info.has_audio):
+        reason = _first_error_line(text) or "no audio or video stream"
+        raise InputError(f"{path}: not readable media ({reason}); give a video or audio file", path=str(path))
+    info.is_image = bool(info.format in IMAGE_FORMATS or (info.format or "").endswith("_pipe"))
+    if info.is_image:
+        info.duration, info.frames = None, 1
+    elif info.fps and info.duration:
+        info.frames = int(round(info.fps * info.duration))
+    return info

@@ -1,0 +1,43 @@
+"""What a job type needs on its runtime, declared by the job and installed once per session."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """Packages a job type needs on its runtime.
+
+    ``pip``: PyPI requirement strings; ``apt``: Debian packages; ``modules``: Python modules that must import
+    (checked on every runtime, also the local one, where nothing is installed on the user's behalf);
+    ``programs``: executables needed on PATH (a check, also local).
+    """
+
+    pip: tuple[str, ...] = ()
+    apt: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    programs: tuple[str, ...] = ()
+    pip_options: tuple[str, ...] = field(default=())
+    #: the pip extra of cgpu-kit that brings the modules locally, for error messages
+    extra: str = ""
+
+    def __or__(self, other: "Requirements") -> "Requirements":
+        def u(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(dict.fromkeys(a + b))
+
+        return Requirements(
+            u(self.pip, other.pip), u(self.apt, other.apt), u(self.modules, other.modules),
+            u(self.programs, other.programs), u(self.pip_options, other.pip_options),
+            ",".join(x for x in (self.extra, other.extra) if x),
+        )
+
+    def covers(self, other: "Requirements") -> bool:
+        return all(set(getattr(other, f)) <= set(getattr(self, f)) for f in ("pip", "apt", "modules", "programs"))
+
+    @property
+    def digest(self) -> str:
+        blob = json.dumps([sorted(self.pip), sorted(self.apt), sorted(self.modules), sorted(self.programs)])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,50 @@
+"""The per-job-type half that runs on the runtime: load what is heavy once, then process one item at a time."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from .context import ItemContext
+
+#: job type -> "module:Class"; imported only when a batch of that type runs
+PROCESSORS: dict[str, str] = {
+    "stabilize": "cgpu_kit.runtime.stabilize:StabilizeProcessor",
+    "transcribe": "cgpu_kit.runtime.transcribe:TranscribeProcessor",
+    "upscale": "cgpu_kit.runtime.upscale:UpscaleProcessor",
+}
+
+
+class Processor:
+    """Base of the runtime side of a job type.
+
+    ``__init__`` loads models and finds tools once per batch; ``process`` handles one item and returns the
+    files it wrote (paths from ``ctx.output``); any exception fails that item alone.
+    """
+
+    #: items processed side by side at most (tools that use every core on their own want 1)
+    max_workers: int = 1
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def process(self, ctx: ItemContext) -> list[Path]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release models and files; called once after the last item."""
+
+    @classmethod
+    def make_samples(cls, dest: Path) -> list[Path]:
+        """Tiny inputs for running the template by hand with its defaults."""
+        raise NotImplementedError
+
+
+def load_processor(job_type: str) -> type[Processor]:
+    try:
+        target = PROCESSORS[job_type]
+    except KeyError:
+        raise ValueError(f"unknown job type {job_type!r}; known: {', '.join(PROCESSORS)}") from None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

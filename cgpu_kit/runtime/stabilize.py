@@ -1,0 +1,94 @@
+"""Two-pass vidstab stabilization of one clip: vidstabdetect, then vidstabtransform, re-encoded with x264."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..media import find_vidstab_ffmpeg
+from .context import ItemContext, ItemError
+from .processor import Processor
+
+KEEP_CONTAINERS = {".mp4", ".mov", ".mkv", ".m4v"}
+MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}
+
+
+def detect_filter(p: dict[str, Any], result: str) -> str:
+    opts = [f"shakiness={p['shakiness']}", f"accuracy={p['accuracy']}", f"stepsize={p['stepsize']}", f"result={result}"]
+    if p["tripod"]:
+        opts.append("tripod=1")
+    return "vidstabdetect=" + ":".join(opts)
+
+
+def transform_filter(p: dict[str, Any], result: str, *, odd: bool = False) -> str:
+    opts = [f"input={result}", f"smoothing={p['smoothing']}", f"zoom={p['zoom']}", f"optzoom={p['optzoom']}",
+            f"crop={p['crop']}", f"interpol={p['interpolation']}"]
+    if p["tripod"]:
+        opts.append("tripod=1")
+    chain = ["vidstabtransform=" + ":".join(opts)]
+    if p["unsharp"]:
+        chain.append("unsharp=5:5:0.8:3:3:0.4")
+    if odd:
+        chain.append("scale=trunc(iw/2)*2:trunc(ih/2)*2")
+    chain.append("format=yuv420p")
+    return ",".join(chain)
+
+
+def output_suffix(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    return suffix if suffix in KEEP_CONTAINERS else ".mp4"
+
+
+def audio_args(suffix: str, codec: str | None) -> list[str]:
+    if codec is None:
+        return ["-an"]
+    if suffix == ".mkv" or codec in MP4_AUDIO:
+        return ["-c:a", "copy"]
+    return ["-c:a", "aac", "-b:a", "192k"]
+
+
+def commands(ffmpeg: str, src: Path, dest: Path, params: dict[str, Any], probe: dict[str, Any], trf: str = "transforms.trf") -> list[list[str]]:
+    """The two ffmpeg command lines for one clip; ``trf`` is relative to the working folder they run in."""
+    odd = bool((probe.get("width") or 0) % 2 or (probe.get("height") or 0) % 2)
+    common = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    detect = common + ["-i", "file:" + str(src), "-map", "0:v:0", "-vf", detect_filter(params, trf), "-f", "null", "-"]
+    transform = common + [
+        "-i", "file:" + str(src), "-map", "0:v:0", "-map", "0:a:0?",
+        "-vf", transform_filter(params, trf, odd=odd),
+        "-c:v", "libx264", "-crf", str(params["crf"]), "-preset", params["preset"],
+        *audio_args(dest.suffix, probe.get("audio_codec") if probe.get("has_audio") else None),
+    ]
+    if dest.suffix in {".mp4", ".mov", ".m4v"}:
+        transform += ["-movflags", "+faststart"]
+    transform.append("file:" + str(dest))
+    return [detect, transform]
+
+
+class StabilizeProcessor(Processor):
+    max_workers = max(1, os.cpu_count() or 1)
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__(params)
+        self.ffmpeg = find_vidstab_ffmpeg()
+
+    def process(self, ctx: ItemContext) -> list[Path]:
+        if not ctx.item.probe.get("has_video", True):
+            raise ItemError("has no video stream; stabilization needs a video")
+        dest = ctx.output(output_suffix(ctx.item.name))
+        trf = ctx.scratch("transforms.trf")
+        detect, transform = commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name)
+        cwd = trf.parent
+        ctx.run(detect, step="detect", cwd=cwd)
+        if not trf.exists() or trf.stat().st_size == 0:
+            raise ItemError("vidstabdetect wrote no transforms; is the clip empty?")
+        ctx.run(transform, step="transform", cwd=cwd)
+        ctx.metadata["ffmpeg"] = self.ffmpeg
+        return [dest]
+
+    @classmethod
+    def make_samples(cls, dest: Path) -> list[Path]:
+        from ..samples import make_shaky_clip
+
+        return [make_shaky_clip(dest / "shaky sample.mp4", frames=30, width=160, height=120, jitter=8)]
+

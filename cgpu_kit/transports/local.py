@@ -1,0 +1,76 @@
+"""The embedded runtime: a work folder on this machine, driven exactly as a remote one is."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from ..exceptions import CallTimeoutError, MissingDependencyError
+from ..requirements import Requirements
+from ..util import atomic_copy, file_sha256
+from .base import CommandResult, Transport
+
+
+def default_local_root() -> str:
+    root = os.environ.get("CGPU_KIT_LOCAL_ROOT")
+    if root:
+        return root
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "cgpu_kit", "runtime")
+
+
+class LocalTransport(Transport):
+    """Runs commands with bash on this machine; "remote" paths are paths of this machine."""
+
+    name = "local"
+    poll_interval = 0.25
+
+    def __init__(self, remote_root: str | None = None) -> None:
+        super().__init__(remote_root or default_local_root())
+        Path(self.remote_root).mkdir(parents=True, exist_ok=True)
+        self.python = sys.executable
+
+    def run(self, command: str, *, timeout: float) -> CommandResult:
+        proc = subprocess.Popen(
+            ["bash", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            out, _ = proc.communicate()
+            raise CallTimeoutError(f"local command did not finish within {timeout:.0f}s", output=out.decode(errors="replace"))
+        return CommandResult(proc.returncode, out.decode(errors="replace"))
+
+    def put(self, local: Path, remote: str, *, timeout: float) -> bool:
+        dest = Path(remote)
+        if dest.is_file() and dest.stat().st_size == local.stat().st_size and file_sha256(dest) == file_sha256(local):
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        atomic_copy(local, dest)
+        return True
+
+    def get(self, remote: str, local: Path, *, timeout: float) -> None:
+        atomic_copy(Path(remote), local)
+
+    def setup(self, requirements: Requirements, *, timeout: float) -> None:
+        missing = [m for m in requirements.modules if importlib.util.find_spec(m) is None]
+        if missing:
+            hint = f"pip install 'cgpu-kit[{requirements.extra}]'" if requirements.extra else "pip install " + " ".join(requirements.pip)
+            raise MissingDependencyError(
+                f"the local runtime lacks the Python module(s) {', '.join(missing)}: run {hint}"
+            )
+        absent = [p for p in requirements.programs if shutil.which(p) is None]
+        if absent:
+            raise MissingDependencyError(
+                f"the local runtime lacks the program(s) {', '.join(absent)} on PATH: install them (Debian: apt-get install {' '.join(absent)})"
+            )
