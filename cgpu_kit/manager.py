@@ -69,6 +69,7 @@ class RetryingTransport(Transport):
         self.name = inner.name
         self.python = inner.python
         self.poll_interval = inner.poll_interval
+        self.chunk_seconds = inner.chunk_seconds
         self.remote_root = inner.remote_root
         self.retries = 0
 

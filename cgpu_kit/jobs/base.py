@@ -270,7 +270,7 @@ class CGPUJob(abc.ABC):
             sent = remote.upload(part, f"{layout.PARTS}/{part.name}", timeout=self.upload_timeout(part))
             log.info("%s %s (%.1f MB)", "uploaded" if sent else "already on the runtime:", part.name, part.stat().st_size / 1e6)
         remote.upload(template_path(self.template_name), layout.TEMPLATE, timeout=120)
-        remote.upload(self.job_file(chunk_seconds=max(2.0, 10 * transport.poll_interval)), layout.JOB_FILE, timeout=60)
+        remote.upload(self.job_file(chunk_seconds=transport.chunk_seconds), layout.JOB_FILE, timeout=60)
         self.timings["upload"] = round(self.timings.get("upload", 0) + time.monotonic() - started, 3)
 
     def upload_timeout(self, path: Path) -> float:

@@ -55,6 +55,8 @@ class Transport(abc.ABC):
     python: str = "python3"
     #: seconds between two polls of a running batch
     poll_interval: float = 2.0
+    #: the runtime zips finished items for download at most this often (seconds)
+    chunk_seconds: float = 30.0
 
     def __init__(self, remote_root: str) -> None:
         self.remote_root = remote_root.rstrip("/") or "/"

@@ -1,0 +1,194 @@
+"""``cgpu-kit``: a thin command line over the library.
+
+Each job type is a subcommand whose options come from that job type's parameter list, so the CLI, the
+library and the widgets always agree on names, defaults and bounds. Exit status: 0 when every item
+succeeded (or was already done), 1 when some failed, 2 for a usage error, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .exceptions import CgpuKitError
+from .jobs import JOB_TYPES, job_class
+from .manager import CGPUJobManager
+from .params import Param
+from .results import ItemResult, ItemStatus, JobResult, JobStatus
+
+log = logging.getLogger("cgpu_kit.cli")
+
+JOB_HELP = {
+    "stabilize": "stabilize video clips with two-pass vidstab (vidstabdetect, then vidstabtransform)",
+    "transcribe": "transcribe audio or video files with Whisper into subtitles (.srt, .vtt, .json, .txt)",
+    "upscale": "upscale images and videos with Real-ESRGAN (x2, x3, x4)",
+}
+
+
+def _add_param(parser: argparse.ArgumentParser, p: Param) -> None:
+    flag = "--" + p.name.replace("_", "-")
+    default_text = ",".join(p.default) if isinstance(p.default, (list, tuple)) else p.default
+    help_text = f"{p.help} (default: {default_text}; {p.describe_bounds()})"
+    if p.type is bool:
+        parser.add_argument(flag, dest=p.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    elif p.choices is not None:
+        parser.add_argument(flag, dest=p.name, type=p.type, choices=p.choices, default=None, help=help_text)
+    elif p.type in (list, tuple):
+        parser.add_argument(flag, dest=p.name, default=None, metavar="A,B", help=help_text)
+    else:
+        kind = p.type if p.type in (int, float) else str
+        parser.add_argument(flag, dest=p.name, type=kind, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cgpu-kit", description="GPU media jobs on whole batches of files, on Colab (through cgpu) or on this machine.",
+    )
+    parser.add_argument("--version", action="version", version=f"cgpu-kit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for job_type in JOB_TYPES:
+        try:
+            cls = job_class(job_type)
+        except ImportError:
+            continue
+        p = sub.add_parser(job_type, help=JOB_HELP.get(job_type, job_type), description=(cls.__doc__ or "").strip())
+        p.add_argument("inputs", nargs="*", metavar="FILE", help="input files (names are never interpreted by a shell)")
+        p.add_argument("-o", "--out", required=True, help="output folder; outputs take the inputs' names")
+        p.add_argument("--backend", default="local", help="where to run: local (this machine, the default) or cgpu (a Colab runtime)")
+        p.add_argument("--remote-root", default=None, help="folder of the runtime for job folders (cgpu: /content, or $CGPU_KIT_REMOTE_ROOT)")
+        p.add_argument("--timeout", type=float, default=None, help="seconds the whole job may take (default: sized to the job type and batch)")
+        p.add_argument("--item-timeout", type=float, default=None, help="seconds each item may take")
+        p.add_argument("--workers", type=int, default=0, help="items processed side by side on the runtime (0: as many as useful)")
+        p.add_argument("--part-mb", type=float, default=None, help="upload the batch in parts of at most this many MB")
+        p.add_argument("--force", action="store_true", help="redo items whose outputs are already in the output folder")
+        p.add_argument("--samples", action="store_true", help="add the bundled sample inputs (generated on first use)")
+        p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
+        p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+        group = p.add_argument_group(f"{job_type} parameters")
+        for param in cls.params_spec:
+            _add_param(group, param)
+        p.set_defaults(job_type=job_type)
+    return parser
+
+
+def _params_from(args: argparse.Namespace, cls: Any) -> dict[str, Any]:
+    return {p.name: getattr(args, p.name) for p in cls.params_spec if getattr(args, p.name, None) is not None}
+
+
+def _sample_inputs(job_type: str, out: Path) -> list[Path]:
+    from .runtime.processor import load_processor
+
+    folder = Path(os.environ.get("CGPU_KIT_SAMPLES") or Path.home() / ".cache" / "cgpu_kit" / "samples") / job_type
+    if job_type == "stabilize":
+        from .samples import sample_clips
+
+        return sample_clips(folder)
+    existing = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    return existing or load_processor(job_type).make_samples(folder)
+
+
+class _Progress:
+    """A tqdm bar over the batch's items, advanced as each one finishes."""
+
+    def __init__(self, total: int, enabled: bool, desc: str) -> None:
+        self.bar = None
+        if enabled and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, job: Any, item: ItemResult) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{Path(item.input_path).name[:40]}: {item.status.value}", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_summary(result: JobResult, stream: Any = sys.stderr) -> None:
+    print(result.summary(), file=stream)
+    for item in result.items:
+        if item.status is ItemStatus.FAILED:
+            print(f"  FAILED  {item.input_path!r}: {item.error}", file=stream)
+        elif item.status is ItemStatus.CANCELLED:
+            print(f"  CANCELLED  {item.input_path!r}", file=stream)
+        elif item.status is ItemStatus.SKIPPED:
+            print(f"  skipped {item.input_path!r}: {item.error or item.metadata.get('skipped', '')}", file=stream)
+    if result.log_path:
+        print(f"  log (executed notebook): {result.log_path}", file=stream)
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_job_command(args: argparse.Namespace) -> int:
+    cls = job_class(args.job_type)
+    inputs: list[Path] = [Path(i) for i in args.inputs]
+    if args.samples:
+        inputs += _sample_inputs(args.job_type, Path(args.out))
+    if not inputs:
+        raise CgpuKitError(f"no inputs: give files to {args.job_type}, or --samples")
+    options: dict[str, Any] = dict(
+        backend=args.backend, remote_root=args.remote_root, timeout=args.timeout, item_timeout=args.item_timeout,
+        workers=args.workers, force=args.force,
+    )
+    if args.part_mb:
+        options["part_bytes"] = int(args.part_mb * 1e6)
+    job = cls(inputs, args.out, params=_params_from(args, cls), **options)
+    manager = CGPUJobManager()
+    job.prepare_local()
+    to_run = len(job.pending)
+    if to_run < len(job.items):
+        print(f"{len(job.items) - to_run} of {len(job.items)} item(s) need no run (failed validation, duplicates "
+              "or already done; see the summary)", file=sys.stderr)
+    progress = _Progress(to_run, not (args.quiet or args.json), f"{args.job_type} ({args.backend})")
+    job.on_item = progress
+    interrupted = False
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = manager.run(job)
+    except KeyboardInterrupt:
+        interrupted = True
+        result = manager.results.get(job.job_id) or job.finish("interrupted")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        progress.close()
+    _print_summary(result)
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=1, default=str)
+        print()
+    if interrupted:
+        print("interrupted: finished items were kept; run the same command again to do the rest", file=sys.stderr)
+        return 130
+    return 0 if result.status is JobStatus.COMPLETED else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    level = logging.INFO if getattr(args, "verbose", False) else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run_job_command(args)
+    except CgpuKitError as exc:
+        print(f"cgpu-kit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

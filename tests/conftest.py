@@ -1,0 +1,48 @@
+"""Shared fixtures: real generated media, a fresh job manager, and a local runtime under the test's tmp dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cgpu_kit.manager import CGPUJobManager
+from cgpu_kit.samples import make_shaky_clip
+
+
+@pytest.fixture(autouse=True)
+def fresh_manager(tmp_path_factory, monkeypatch):
+    """Each test gets its own manager singleton and its own local runtime folder."""
+    root = tmp_path_factory.mktemp("runtime")
+    monkeypatch.setenv("CGPU_KIT_LOCAL_ROOT", str(root))
+    monkeypatch.setenv("CGPU_KIT_SAMPLES", str(tmp_path_factory.mktemp("samples")))
+    CGPUJobManager.reset()
+    yield CGPUJobManager()
+    CGPUJobManager.reset()
+
+
+@pytest.fixture(scope="session")
+def clip_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="session")
+def shaky_clip(clip_cache):
+    """A factory of small shaky clips (cached per session by their settings): ``shaky_clip(name, **opts)``."""
+    made: dict[tuple, Path] = {}
+
+    def make(name: str = "clip.mp4", **opts) -> Path:
+        key = tuple(sorted(opts.items()))
+        if key not in made:
+            made[key] = make_shaky_clip(clip_cache / f"src_{len(made)}.mp4", **opts)
+        return made[key]
+
+    return make
+
+
+def copy_as(src: Path, dest: Path) -> Path:
+    """Copy ``src`` to ``dest`` (any name, however odd) and return ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(src.read_bytes())
+    return dest
