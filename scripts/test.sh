@@ -2,5 +2,4 @@
 # The whole test suite: unit and end-to-end tests, then every notebook and template through nbmake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pytest -q tests
-python3 -m pytest -q --nbmake notebooks templates
+python3 -m pytest -q --nbmake tests notebooks templates
