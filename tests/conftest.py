@@ -46,3 +46,16 @@ def copy_as(src: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(src.read_bytes())
     return dest
+
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def sleepy(monkeypatch):
+    """Make the test-only ``sleepy`` job type loadable on the local runtime; returns its job class."""
+    monkeypatch.setenv("CGPU_KIT_PROCESSORS", "sleepy=support.sleepy:SleepProcessor")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
+    from support.sleepy import SleepyJob
+
+    return SleepyJob

@@ -269,9 +269,13 @@ class CGPUJob(abc.ABC):
         for part in parts:
             sent = remote.upload(part, f"{layout.PARTS}/{part.name}", timeout=self.upload_timeout(part))
             log.info("%s %s (%.1f MB)", "uploaded" if sent else "already on the runtime:", part.name, part.stat().st_size / 1e6)
-        remote.upload(template_path(self.template_name), layout.TEMPLATE, timeout=120)
+        remote.upload(self.template_file(), layout.TEMPLATE, timeout=120)
         remote.upload(self.job_file(chunk_seconds=transport.chunk_seconds), layout.JOB_FILE, timeout=60)
         self.timings["upload"] = round(self.timings.get("upload", 0) + time.monotonic() - started, 3)
+
+    def template_file(self) -> Path:
+        """The notebook this job type runs on the runtime."""
+        return template_path(self.template_name)
 
     def upload_timeout(self, path: Path) -> float:
         return 60.0 + path.stat().st_size / 250e3  # at least 250 kB/s

@@ -19,10 +19,11 @@ def run_template(job_type: str, work_dir: str, params: dict[str, Any], item_time
     With an empty ``work_dir`` (the template run by hand with its defaults), a tiny sample batch is made in
     a temporary folder first, so a template can be tried and debugged on any machine.
     """
-    from ..jobs import job_class
+    from ..jobs import JOB_TYPES, job_class
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-    params = job_class(job_type).params_spec.resolve(params, job_type=job_type)
+    if job_type in JOB_TYPES:
+        params = job_class(job_type).params_spec.resolve(params, job_type=job_type)
     if not work_dir:
         work_dir = make_sample_work_dir(job_type, params)
     job_file = Path(work_dir) / "job.json"

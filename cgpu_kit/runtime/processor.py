@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,21 @@ class Processor:
         raise NotImplementedError
 
 
+def registry() -> dict[str, str]:
+    """The processors known here: the built-in ones, and any named in ``CGPU_KIT_PROCESSORS``
+    (``"name=module:Class,..."``), so plugins and tests can add job types the runtime side can load."""
+    extra = {}
+    for entry in filter(None, os.environ.get("CGPU_KIT_PROCESSORS", "").split(",")):
+        name, _, target = entry.partition("=")
+        extra[name.strip()] = target.strip()
+    return {**PROCESSORS, **extra}
+
+
 def load_processor(job_type: str) -> type[Processor]:
+    known = registry()
     try:
-        target = PROCESSORS[job_type]
+        target = known[job_type]
     except KeyError:
-        raise ValueError(f"unknown job type {job_type!r}; known: {', '.join(PROCESSORS)}") from None
+        raise ValueError(f"unknown job type {job_type!r}; known: {', '.join(known)}") from None
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)

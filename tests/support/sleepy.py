@@ -1,0 +1,61 @@
+"""A test-only job type whose items sleep: makes timeouts, cancellation and faults deterministic.
+
+Its runtime side is found through ``CGPU_KIT_PROCESSORS`` (set by the ``sleepy`` fixture), the same way a
+plugin would add a job type.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from cgpu_kit.jobs.base import CGPUJob
+from cgpu_kit.params import Param, ParamSet
+from cgpu_kit.requirements import Requirements
+from cgpu_kit.runtime.context import ItemContext, ItemError
+from cgpu_kit.runtime.processor import Processor
+from cgpu_kit.templates import template_path
+
+HERE = Path(__file__).resolve().parent
+
+
+class SleepyJob(CGPUJob):
+    """Each item sleeps ``seconds`` (or the number in a file named ``sleep-N``), then copies its input."""
+
+    job_type: ClassVar[str] = "sleepy"
+    template_name: ClassVar[str] = "sleepy.ipynb"
+    params_spec: ClassVar[ParamSet] = ParamSet([
+        Param("seconds", 0.0, "how long each item sleeps", min=0.0, max=600.0),
+        Param("fail_names", "", "comma-separated input names that fail"),
+    ])
+    accepts: ClassVar[frozenset[str]] = frozenset({"video", "audio", "image"})
+
+    def get_requirements(self) -> Requirements:
+        return Requirements()
+
+    def template_file(self) -> Path:
+        path = HERE / "_generated" / "sleepy.ipynb"
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            text = template_path("stabilize.ipynb").read_text().replace('run_template(\\"stabilize\\"', 'run_template(\\"sleepy\\"')
+            assert '\\"sleepy\\"' in text
+            path.write_text(text)
+        return path
+
+
+class SleepProcessor(Processor):
+    max_workers = 4
+
+    def process(self, ctx: ItemContext) -> list[Path]:
+        if ctx.item.name in self.params["fail_names"].split(","):
+            raise ItemError("failed on purpose")
+        end = time.monotonic() + float(self.params["seconds"])
+        while time.monotonic() < end:
+            ctx.check()
+            time.sleep(0.02)
+        out = ctx.output(".bin")
+        out.write_bytes(ctx.item.path.read_bytes())
+        ctx.metadata["slept"] = self.params["seconds"]
+        return [out]
