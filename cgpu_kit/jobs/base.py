@@ -428,16 +428,20 @@ class CGPUJob(abc.ABC):
         status = remote.poll(self._results_seen)
         self._absorb(status, transport)
         logs = self.state_dir
+        unreachable = False
         for name in (layout.EXECUTED, layout.RUNTIME_LOG, layout.RESULTS, layout.STATUS):
             try:
                 remote.fetch(name, logs / name, timeout=120)
-            except (TransportError, CgpuKitError) as exc:
-                log.info("could not fetch %s: %s", name, exc)
+            except TransportError as exc:
+                unreachable = True
+                log.warning("could not fetch %s: %s", name, exc)
+            except CgpuKitError as exc:
+                log.info("no %s on the runtime: %s", name, exc)
         if (logs / layout.EXECUTED).exists():
             self.log_path = logs / layout.EXECUTED
         if (logs / layout.RUNTIME_LOG).exists():
             self.remote_log = _tail(logs / layout.RUNTIME_LOG)
-        self._logs_local = True
+        self._logs_local = not unreachable
         self.timings["download"] = round(self.timings.get("download", 0) + time.monotonic() - started, 3)
 
     def cleanup(self, transport: Transport | None) -> None:

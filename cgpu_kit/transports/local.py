@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..exceptions import CallTimeoutError, MissingDependencyError
+from ..exceptions import CallTimeoutError, MissingDependencyError, RemoteCommandError
 from ..requirements import Requirements
 from ..util import atomic_copy, file_sha256
 from .base import CommandResult, Transport
@@ -61,7 +61,10 @@ class LocalTransport(Transport):
         return True
 
     def get(self, remote: str, local: Path, *, timeout: float) -> None:
-        atomic_copy(Path(remote), local)
+        try:
+            atomic_copy(Path(remote), local)
+        except FileNotFoundError:
+            raise RemoteCommandError(f"{remote}: no such file on the runtime", exit_code=1) from None
 
     def setup(self, requirements: Requirements, *, timeout: float) -> None:
         missing = [m for m in requirements.modules if importlib.util.find_spec(m) is None]

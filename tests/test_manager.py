@@ -1,0 +1,122 @@
+"""The manager: one per process, FIFO, each runtime set up once, transport failures retried, timeouts kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cgpu_kit import CGPUJobManager, ItemStatus, JobStatus, StabilizeJob
+from cgpu_kit.exceptions import ConnectionLostError, RemoteCommandError
+from cgpu_kit.manager import RetryPolicy
+from cgpu_kit.transports.local import LocalTransport
+
+
+class RecordingTransport(LocalTransport):
+    """The local runtime, recording set-ups and calls, and failing the calls it is told to fail."""
+
+    def __init__(self, *args, fail_runs: int = 0, fail_with=ConnectionLostError, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.setups = 0
+        self.calls: list[str] = []
+        self.fail_runs = fail_runs
+        self.fail_with = fail_with
+
+    def setup(self, requirements, *, timeout):
+        self.setups += 1
+        return super().setup(requirements, timeout=timeout)
+
+    def run(self, command, *, timeout):
+        self.calls.append(command)
+        if self.fail_runs:
+            self.fail_runs -= 1
+            raise self.fail_with("injected failure") if self.fail_with is ConnectionLostError else self.fail_with("injected", exit_code=7)
+        return super().run(command, timeout=timeout)
+
+
+def test_the_manager_is_one_per_process():
+    assert CGPUJobManager() is CGPUJobManager()
+
+
+def test_when_two_jobs_are_submitted_then_they_run_first_in_first_out_and_the_runtime_is_set_up_once(shaky_clip, tmp_path):
+    transport = RecordingTransport()
+    clip = shaky_clip(width=160, height=120, frames=20, jitter=8)
+    manager = CGPUJobManager()
+    first = StabilizeJob([clip], tmp_path / "a", backend=transport, preset="ultrafast")
+    second = StabilizeJob([clip], tmp_path / "b", backend=transport, preset="ultrafast", smoothing=5)
+    order = []
+    first.on_item = second.on_item = lambda job, item: order.append(job.job_id)
+
+    assert manager.submit(first) == first.job_id
+    assert manager.submit(second) == second.job_id
+    assert list(manager.queue) == [first, second]
+    results = manager.process_queue()
+
+    assert [r.job_id for r in results] == [first.job_id, second.job_id] == order
+    assert all(r.status is JobStatus.COMPLETED for r in results)
+    assert transport.setups == 1
+    state = manager.sessions[transport.key]
+    assert state.setups == 1 and state.initialised_at is not None
+    assert not manager.queue
+
+
+def test_when_transport_calls_fail_twice_then_they_are_retried_with_exponential_backoff(shaky_clip, tmp_path):
+    waits: list[float] = []
+    manager = CGPUJobManager()
+    manager.retry_policy = RetryPolicy(sleep=waits.append)
+    transport = RecordingTransport(fail_runs=2)
+
+    result = manager.run(StabilizeJob([shaky_clip(width=160, height=120, frames=20, jitter=8)], tmp_path / "o", backend=transport, preset="ultrafast"))
+
+    assert result.status is JobStatus.COMPLETED, result.summary()
+    assert waits == [1.0, 2.0]
+    assert result.metadata["transport_retries"] == 2
+
+
+def test_when_the_transport_keeps_failing_then_the_job_fails_after_three_attempts_with_the_reason(shaky_clip, tmp_path):
+    waits: list[float] = []
+    manager = CGPUJobManager()
+    manager.retry_policy = RetryPolicy(sleep=waits.append)
+    transport = RecordingTransport(fail_runs=3)
+
+    result = manager.run(StabilizeJob([shaky_clip(width=160, height=120, frames=20, jitter=8)], tmp_path / "o", backend=transport))
+
+    assert result.status is JobStatus.FAILED
+    assert "injected failure" in result.error
+    assert transport.calls[:3] == [transport.calls[0]] * 3 and "mkdir" in transport.calls[0]
+    assert waits == [1.0, 2.0]
+    assert result.items[0].status is ItemStatus.FAILED and "injected failure" in result.items[0].error
+
+
+def test_when_a_remote_command_fails_then_it_is_not_retried(shaky_clip, tmp_path):
+    waits: list[float] = []
+    manager = CGPUJobManager()
+    manager.retry_policy = RetryPolicy(sleep=waits.append)
+    transport = RecordingTransport(fail_runs=1, fail_with=RemoteCommandError)
+
+    result = manager.run(StabilizeJob([shaky_clip(width=160, height=120, frames=20, jitter=8)], tmp_path / "o", backend=transport))
+
+    assert result.status is JobStatus.FAILED and "injected" in result.error
+    assert "mkdir" in transport.calls[0] and transport.calls.count(transport.calls[0]) == 1 and waits == []
+
+
+def test_when_an_item_runs_past_its_timeout_then_it_fails_alone(sleepy, shaky_clip, tmp_path):
+    from conftest import copy_as
+
+    clip = shaky_clip(width=160, height=120, frames=20, jitter=8)
+    slow = copy_as(clip, tmp_path / "slow.mp4")
+    result = CGPUJobManager().run(sleepy([slow], tmp_path / "o", seconds=30, item_timeout=0.5))
+    assert result.items[0].status is ItemStatus.FAILED
+    assert "timed out after" in result.items[0].error and "slow.mp4" in result.items[0].error
+
+
+def test_when_a_job_runs_past_its_timeout_then_it_ends_failed_and_its_log_is_kept(sleepy, shaky_clip, tmp_path):
+    from conftest import copy_as
+
+    clip = shaky_clip(width=160, height=120, frames=20, jitter=8)
+    inputs = [copy_as(clip, tmp_path / f"c{n}.mp4") for n in range(2)]
+    result = CGPUJobManager().run(sleepy(inputs, tmp_path / "o", seconds=60, timeout=3, workers=1))
+    assert result.status is JobStatus.FAILED
+    assert "job timeout" in result.error
+    assert all(i.status is ItemStatus.FAILED for i in result.items)
+    assert result.log_path and Path(result.log_path).exists()
