@@ -1,0 +1,466 @@
+"""The notebook surfaces: an ipywidgets control panel, and the helpers that ``notebooks/batch.ipynb`` calls.
+
+Both are thin: inputs are expanded here (a file, a folder, a glob), everything else is the library. The
+panel's parameter controls are built from the chosen job type's :class:`~cgpu_kit.params.ParamSet`, so its
+names, defaults and bounds are the CLI's; its Run button builds the job with ``job_class(type)(...)`` and
+hands it to the :class:`~cgpu_kit.CGPUJobManager` in a background thread (the notebook stays usable), and
+``job.on_item`` moves the progress bar and fills the results table as each item finishes.
+
+ipywidgets is imported only when a panel is built (``pip install 'cgpu-kit[widgets]'``); ``import cgpu_kit``
+never imports this module.
+
+::
+
+    from cgpu_kit.widgets import ControlPanel
+    ControlPanel(inputs="clips/*.mp4", out="out")       # the last expression of a cell shows it
+"""
+
+from __future__ import annotations
+
+import glob
+import html
+import logging
+import os
+import tempfile
+import threading
+import urllib.parse
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .exceptions import CgpuKitError, InputError, MissingDependencyError
+from .jobs import JOB_TYPES, job_class
+from .jobs.base import CGPUJob
+from .manager import CGPUJobManager
+from .params import Param
+from .results import ItemResult, ItemStatus, JobResult, JobStatus
+from .transports import TRANSPORTS
+
+log = logging.getLogger(__name__)
+
+#: what a folder given as input contributes: the media files directly inside it (not outputs' state, not notes)
+MEDIA_SUFFIXES = frozenset(
+    ".mp4 .mov .mkv .avi .webm .m4v .mpg .mpeg .ts .flv .wmv .3gp "
+    ".wav .mp3 .m4a .aac .flac .ogg .opus .wma "
+    ".png .jpg .jpeg .webp .bmp .tif .tiff .gif".split()
+)
+
+#: an IntSlider for int parameters whose range is at most this wide; a text box (checked on Run) otherwise
+SLIDER_SPAN = 100
+
+
+# -- inputs -----------------------------------------------------------------------------------------------
+
+
+def expand_inputs(spec: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None) -> list[Path]:
+    """The files that ``spec`` names, in a stable order, each once.
+
+    ``spec`` is a file, a folder (its media files, not recursive), a glob (``clips/*.mp4``, ``**`` allowed),
+    or a list of these. A name that exists is taken as it is, so names with ``[``, ``*`` or ``?`` in them
+    are not read as patterns. A pattern that matches nothing contributes nothing; the caller says so.
+    """
+    if spec is None:
+        return []
+    specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for one in specs:
+        text = os.fspath(one)
+        if isinstance(one, str) and not text.strip():
+            continue
+        for path in _expand_one(text):
+            key = path.absolute()
+            if key not in seen:
+                seen.add(key)
+                found.append(path)
+    return found
+
+
+def _expand_one(text: str) -> list[Path]:
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                      and p.suffix.lower() in MEDIA_SUFFIXES)
+    if path.exists():
+        return [path]
+    matches = glob.glob(os.path.expanduser(text), recursive=True)
+    return sorted(Path(m) for m in matches if Path(m).is_file())
+
+
+def sample_inputs(job_type: str) -> list[Path]:
+    """The job type's generated sample inputs (what ``cgpu-kit JOB --samples`` adds)."""
+    from .cli import _sample_inputs
+
+    return _sample_inputs(job_type, Path(tempfile.gettempdir()))
+
+
+def available_job_types() -> dict[str, type[CGPUJob]]:
+    """Job types whose module imports here; a broken or unfinished one is left out, not fatal."""
+    found = {}
+    for name in JOB_TYPES:
+        try:
+            found[name] = job_class(name)
+        except Exception as exc:  # an optional job type's module may be missing or broken on this machine
+            log.info("job type %s is not available: %s", name, exc)
+    return found
+
+
+# -- results as HTML ---------------------------------------------------------------------------------------
+
+
+def _link(path: str | os.PathLike[str], text: str | None = None) -> str:
+    """A link the notebook's page can follow when ``path`` is under the kernel's folder; the path otherwise.
+
+    Jupyter serves files relative to the notebook, and the kernel's working folder is the notebook's, so a
+    relative link opens the file in Lab; a file elsewhere cannot be linked and is shown by its full path.
+    """
+    p = Path(os.fspath(path))
+    label = html.escape(text if text is not None else p.name)
+    full = html.escape(str(p), quote=True)
+    try:
+        rel = p.absolute().relative_to(Path.cwd().absolute())
+    except ValueError:
+        return f'<span title="{full}">{label}</span>'
+    href = html.escape(urllib.parse.quote(rel.as_posix()), quote=True)
+    return f'<a href="{href}" target="_blank" title="{full}">{label}</a>'
+
+
+_STATUS_COLOURS = {
+    ItemStatus.DONE: "#1a7f37", ItemStatus.SKIPPED: "#57606a", ItemStatus.FAILED: "#cf222e",
+    ItemStatus.CANCELLED: "#9a6700", ItemStatus.PENDING: "#57606a",
+}
+
+
+def items_html(items: Sequence[ItemResult], log_path: str | None = None) -> str:
+    """The results table: item, status, outputs (linked), error, seconds; and the executed notebook's link."""
+    rows = []
+    for item in items:
+        colour = _STATUS_COLOURS.get(item.status, "inherit")
+        outputs = "<br>".join(_link(o) for o in item.outputs)
+        seconds = item.timings.get("total")
+        error = item.error or item.metadata.get("skipped", "")
+        rows.append(
+            "<tr>"
+            f'<td title="{html.escape(item.input_path, quote=True)}">{html.escape(Path(item.input_path).name)}</td>'
+            f'<td class="cgpu-kit-status" style="color:{colour};font-weight:600">{item.status.value}</td>'
+            f"<td>{outputs}</td>"
+            f'<td style="white-space:pre-wrap;max-width:40em">{html.escape(error or "")}</td>'
+            f'<td style="text-align:right">{"" if seconds is None else f"{seconds:.1f}"}</td>'
+            "</tr>"
+        )
+    head = "".join(f'<th style="text-align:left;padding-right:1em">{h}</th>'
+                   for h in ("item", "status", "output", "error", "seconds"))
+    table = f'<table class="cgpu-kit-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    if log_path:
+        table += f'<div class="cgpu-kit-log">log (executed notebook): {_link(log_path, str(log_path))}</div>'
+    return table
+
+
+class ResultView:
+    """A :class:`JobResult` shown as its summary and results table in a notebook (and as text elsewhere)."""
+
+    def __init__(self, result: JobResult) -> None:
+        self.result = result
+
+    def _repr_html_(self) -> str:
+        return f"<p><b>{html.escape(self.result.summary())}</b></p>" + items_html(self.result.items, self.result.log_path)
+
+    def __repr__(self) -> str:
+        lines = [self.result.summary()]
+        for item in self.result.items:
+            seconds = item.timings.get("total")
+            lines.append(f"  {item.status.value:9} {Path(item.input_path).name!r} "
+                         f"{', '.join(Path(o).name for o in item.outputs)}"
+                         f"{'' if seconds is None else f' ({seconds:.1f}s)'}{'  ' + item.error if item.error else ''}")
+        if self.result.log_path:
+            lines.append(f"  log (executed notebook): {self.result.log_path}")
+        return "\n".join(lines)
+
+
+# -- the batch notebook ------------------------------------------------------------------------------------
+
+
+def run_batch(job: str, inputs: Any, out: str | os.PathLike[str] = "", *, backend: str = "local",
+              params: dict[str, Any] | None = None, timeout: float = 0, item_timeout: float = 0,
+              workers: int = 0, force: bool = False) -> JobResult:
+    """One batch as ``notebooks/batch.ipynb`` runs it: expand the inputs, run the job, return its result.
+
+    Empty ``inputs`` take the job type's generated samples; an empty ``out`` a new temporary folder. Zero
+    timeouts mean the job type's own. Item failures come back in the result (call ``raise_for_status()``
+    to turn them into an error); bad parameters and inputs that match nothing raise right away.
+    """
+    paths = expand_inputs(inputs) if _given(inputs) else sample_inputs(job)
+    if not paths:
+        raise InputError(f"no input files match {inputs!r}; give a file, a folder or a glob such as 'clips/*.mp4'")
+    out_dir = Path(os.fspath(out)) if os.fspath(out) else Path(tempfile.mkdtemp(prefix=f"cgpu_kit_{job}_"))
+    the_job = job_class(job)(
+        paths, out_dir, backend=backend, params=params or {}, timeout=timeout or None,
+        item_timeout=item_timeout or None, workers=workers, force=force,
+    )
+    the_job.on_item = _log_item
+    log.info("%s: %d input(s) -> %s (backend %s)", job, len(paths), the_job.out_dir, backend)
+    return CGPUJobManager().run(the_job)
+
+
+def _given(inputs: Any) -> bool:
+    if isinstance(inputs, (str, os.PathLike)):
+        return bool(os.fspath(inputs).strip())
+    return bool(inputs)
+
+
+def _log_item(job: CGPUJob, item: ItemResult) -> None:
+    seconds = item.timings.get("total")
+    log.info("%s %s%s%s", item.status.value, Path(item.input_path).name,
+             "" if seconds is None else f" ({seconds:.1f}s)", f": {item.error}" if item.error else "")
+
+
+# -- the panel ---------------------------------------------------------------------------------------------
+
+
+def _widgets():
+    try:
+        import ipywidgets
+    except ImportError:
+        raise MissingDependencyError("the control panel needs ipywidgets: pip install 'cgpu-kit[widgets]'") from None
+    return ipywidgets
+
+
+def param_widget(p: Param, value: Any = None):
+    """The control for one parameter: its default (or ``value``), its bounds, its help as tooltip."""
+    w = _widgets()
+    value = p.default if value is None else value
+    common = dict(description=p.name, tooltip=p.help, style={"description_width": "9em"},
+                  layout=w.Layout(width="24em"))
+    if p.choices is not None and not p.nullable:
+        return w.Dropdown(options=list(p.choices), value=value, **common)
+    if p.type is bool:
+        return w.Checkbox(value=bool(value), indent=True, **common)
+    if p.type is int and p.min is not None and p.max is not None and p.max - p.min <= SLIDER_SPAN:
+        return w.IntSlider(value=value, min=int(p.min), max=int(p.max), continuous_update=False, **common)
+    if p.type is int and not p.nullable:
+        return w.IntText(value=value, **common)
+    if p.type is float and not p.nullable:
+        return w.FloatText(value=value, **common)
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    return w.Text(value="" if value is None else str(value), placeholder="(none)" if p.nullable else "", **common)
+
+
+def param_value(p: Param, control: Any) -> Any:
+    """A control's value as the job wants it; an empty text box of an optional parameter means None."""
+    value = control.value
+    if isinstance(value, str) and p.nullable and not value.strip():
+        return None
+    return value
+
+
+class ControlPanel:
+    """A batch panel: inputs, job type and its parameters, backend, output folder, Run/Cancel, progress, results.
+
+    Everything a user sees is a widget attribute, so tests (and other code) drive it the way a user does:
+    set ``panel.inputs.value``, ``panel.param_widgets["preset"].value``, then ``panel.run_button.click()``;
+    :meth:`wait` returns the :class:`JobResult` once the background run ends.
+    """
+
+    def __init__(self, inputs: str = "", out: str = "cgpu_out", job: str = "stabilize", backend: str = "local",
+                 params: dict[str, Any] | None = None, **job_options: Any) -> None:
+        w = _widgets()
+        self.job_types = available_job_types()
+        if not self.job_types:
+            raise MissingDependencyError("no job type of cgpu_kit can be imported here; reinstall cgpu-kit")
+        if job not in self.job_types:
+            job = next(iter(self.job_types))
+        self.job_options = job_options
+        self.job: CGPUJob | None = None
+        self.result: JobResult | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+        wide = w.Layout(width="44em")
+        label = {"description_width": "9em"}
+        self.inputs = w.Text(value=inputs, description="inputs", placeholder="a file, a folder or a glob: clips/*.mp4",
+                             tooltip="a file, a folder (its media files) or a glob such as clips/*.mp4",
+                             continuous_update=True, style=label, layout=wide)
+        self.files = w.HTML()
+        self.job_type = w.Dropdown(options=list(self.job_types), value=job, description="job", style=label)
+        self.backend = w.Dropdown(options=list(TRANSPORTS), value=backend, description="backend", style=label,
+                                  tooltip="local: this machine; cgpu: a Colab runtime through the cgpu CLI")
+        self.out = w.Text(value=str(out), description="output folder", placeholder="outputs take the inputs' names",
+                          style=label, layout=wide)
+        self.params_box = w.VBox()
+        self.param_widgets: dict[str, Any] = {}
+        self.run_button = w.Button(description="Run", button_style="primary", icon="play")
+        self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="items", style=label,
+                                      layout=w.Layout(width="36em"))
+        self.progress_text = w.Label()
+        self.message = w.HTML()
+        self.table = w.HTML()
+        for widget, cls in ((self.inputs, "cgpu-kit-inputs"), (self.out, "cgpu-kit-out"), (self.files, "cgpu-kit-files"),
+                            (self.message, "cgpu-kit-message"), (self.table, "cgpu-kit-results"),
+                            (self.progress, "cgpu-kit-progress"), (self.job_type, "cgpu-kit-job")):
+            widget.add_class(cls)
+
+        self.inputs.observe(lambda _: self._list_files(), names="value")
+        self.job_type.observe(lambda change: self._build_params(change["new"]), names="value")
+        self.run_button.on_click(lambda _: self.run())
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self._build_params(job, params or {})
+        self._list_files()
+        self.widget = w.VBox([
+            w.HTML("<b>cgpu_kit</b>: run a batch of media jobs here or on a Colab GPU"),
+            self.inputs, self.files, w.HBox([self.job_type, self.backend]), self.out,
+            self.params_box,
+            w.HBox([self.run_button, self.cancel_button]),
+            w.HBox([self.progress, self.progress_text]),
+            self.message, self.table,
+        ], layout=w.Layout(padding="4px"))
+        self.widget.add_class("cgpu-kit-panel")
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # -- what the controls show --------------------------------------------------------------------------
+
+    def _build_params(self, job_type: str, values: dict[str, Any] | None = None) -> None:
+        w = _widgets()
+        values = values or {}
+        self.param_widgets = {p.name: param_widget(p, values.get(p.name)) for p in self.job_types[job_type].params_spec}
+        rows = [w.HBox([control, w.HTML(f'<span style="color:#57606a">{html.escape(p.help)}</span>')])
+                for p, control in zip(self.job_types[job_type].params_spec, self.param_widgets.values())]
+        self.params_box.children = [w.HTML(f"<b>{html.escape(job_type)} parameters</b>"), *rows]
+
+    def matching_files(self) -> list[Path]:
+        return expand_inputs(self.inputs.value)
+
+    def _list_files(self) -> None:
+        if not self.inputs.value.strip():
+            self.files.value = '<span style="color:#57606a">no inputs yet</span>'
+            return
+        files = self.matching_files()
+        if not files:
+            self.files.value = f'<span style="color:#cf222e">no file matches {html.escape(self.inputs.value)}</span>'
+            return
+        shown = ", ".join(html.escape(p.name) for p in files[:12])
+        more = f" and {len(files) - 12} more" if len(files) > 12 else ""
+        plural = "file" if len(files) == 1 else "files"
+        self.files.value = f"<span><b>{len(files)} {plural}</b>: {shown}{more}</span>"
+
+    def params(self) -> dict[str, Any]:
+        """The chosen job type's parameters as the controls hold them (checked when the job is built)."""
+        spec = self.job_types[self.job_type.value].params_spec
+        return {name: param_value(spec[name], control) for name, control in self.param_widgets.items()}
+
+    def _show_error(self, text: str) -> None:
+        self.message.value = f'<div style="color:#cf222e;white-space:pre-wrap"><b>error:</b> {html.escape(text)}</div>'
+
+    def _show_info(self, text: str) -> None:
+        self.message.value = f"<div>{html.escape(text)}</div>"
+
+    def _show_items(self, job: CGPUJob) -> None:
+        items = list(job.items)
+        finished = sum(1 for i in items if i.status is not ItemStatus.PENDING)
+        self.progress.max = max(len(items), 1)
+        self.progress.value = finished
+        self.progress_text.value = f"{finished} / {len(items)}"
+        self.table.value = items_html(items)
+
+    # -- Run and Cancel -----------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self) -> CGPUJob | None:
+        """Build the job from the controls and start it in the background; a problem shows in the panel.
+
+        Returns the started job, or None when nothing was started (the reason is in ``message``).
+        """
+        with self._lock:
+            if self.running:
+                self._show_error("a batch is already running; wait for it or cancel it")
+                return None
+            self.result = None
+            self.table.value = ""
+            try:
+                files = self.matching_files()
+                if not files:
+                    raise InputError(
+                        f"no input files match {self.inputs.value!r}" if self.inputs.value.strip()
+                        else "no inputs: give a file, a folder or a glob such as clips/*.mp4"
+                    )
+                if not self.out.value.strip():
+                    raise InputError("no output folder: give one; outputs take the inputs' names")
+                job = self.job_types[self.job_type.value](
+                    files, self.out.value.strip(), backend=self.backend.value, params=self.params(), **self.job_options
+                )
+            except (CgpuKitError, TypeError, ValueError) as exc:
+                self._show_error(str(exc))
+                return None
+            job.on_item = lambda job, item: self._show_items(job)
+            self.job = job
+            self._set_running(True)
+            self._show_info(f"{job.job_type}: {len(files)} input(s) -> {job.out_dir} on {self.backend.value}: preparing")
+            self.progress.value, self.progress.max, self.progress_text.value = 0, len(files), f"0 / {len(files)}"
+            self._thread = threading.Thread(target=self._work, args=(job,), name=f"cgpu-kit-panel-{job.job_id}", daemon=True)
+            self._thread.start()
+            return job
+
+    def _work(self, job: CGPUJob) -> None:
+        result: JobResult | None = None
+        try:
+            try:
+                job.prepare_local()  # validated here so that skipped and invalid items show before the run
+            except BaseException:
+                job.cleanup(None)
+                raise
+            self._show_items(job)
+            self._show_info(f"{job.job_type}: running {len(job.pending)} item(s) on {self.backend.value}")
+            result = CGPUJobManager().run(job)
+        except Exception as exc:  # shown in the panel: a thread's traceback would land in no cell
+            log.exception("the panel's job failed")
+            self._show_error(f"{type(exc).__name__}: {exc}" if not isinstance(exc, CgpuKitError) else str(exc))
+        finally:
+            self.result = result
+            if result is not None:
+                self._show_result(result)
+            self._set_running(False)
+
+    def _show_result(self, result: JobResult) -> None:
+        self.progress.max = max(len(result.items), 1)
+        self.progress.value = self.progress.max if result.status.finished else self.progress.value
+        self.progress_text.value = f"{len([i for i in result.items if i.status is not ItemStatus.PENDING])} / {len(result.items)}"
+        self.progress.bar_style = {JobStatus.COMPLETED: "success", JobStatus.CANCELLED: "warning"}.get(result.status, "danger")
+        self.table.value = items_html(result.items, result.log_path)
+        if result.status is JobStatus.COMPLETED:
+            self._show_info(result.summary())
+        else:
+            self._show_error(result.summary())
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.disabled = running
+        self.cancel_button.disabled = not running
+        if running:
+            self.progress.bar_style = "info"
+
+    def cancel(self) -> None:
+        """Stop the running batch after its running items; finished items are kept."""
+        job = self.job
+        if job is not None and self.running:
+            job.cancel()
+            self._show_info("cancelling: the running items finish, the rest are not started")
+
+    def wait(self, timeout: float | None = None) -> JobResult | None:
+        """Block until the background run ends (for scripts and tests); return its result."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.result
+
+
+def control_panel(**kwargs: Any) -> ControlPanel:
+    """Build a :class:`ControlPanel`; the arguments are its starting values."""
+    return ControlPanel(**kwargs)
+
+
+__all__ = ["ControlPanel", "ResultView", "available_job_types", "control_panel", "expand_inputs", "items_html",
+           "param_widget", "run_batch", "sample_inputs"]
