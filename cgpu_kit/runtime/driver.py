@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             log_output=True, execution_timeout=job.get("timeout"), request_save_on_cell_execute=True,
         )
     except Exception as exc:  # the executed notebook is already written by papermill
-        status.update(exit_code=1, error=f"{type(exc).__name__}: {exc}"[-4000:])
+        # a failed cell: its exception's own name and message, not the whole formatted traceback
+        error = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", None) else f"{type(exc).__name__}: {exc}"
+        status.update(exit_code=1, error=error[-4000:])
         logging.getLogger("cgpu_kit.runtime").error("template failed: %s", exc)
     status.update(ended=time.time(), cancelled=(work_dir / layout.CANCEL).exists())
     write_json(work_dir / layout.STATUS, status)
