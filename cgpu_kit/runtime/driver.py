@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                 "item_timeout": float(job["item_timeout"]), "workers": int(job.get("workers", 0)),
             },
             cwd=str(work_dir), kernel_name=job.get("kernel_name") or "python3", progress_bar=False,
-            log_output=True, execution_timeout=job.get("timeout"), request_save_on_cell_execute=True,
+            log_output=True, request_save_on_cell_execute=True,
+            execution_timeout=math.ceil(job["timeout"]) if job.get("timeout") else None,  # nbclient takes whole seconds
         )
     except Exception as exc:  # the executed notebook is already written by papermill
         # a failed cell: its exception's own name and message, not the whole formatted traceback
