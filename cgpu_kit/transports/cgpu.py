@@ -1,0 +1,478 @@
+"""A Colab runtime reached through the ``cgpu`` command-line tool (see ``shared/reference/cgpu-cli.md``).
+
+cgpu gives three things and no guarantees: ``cgpu run`` types one command into a fresh terminal and
+streams what the terminal shows, ``cgpu copy`` uploads one file in one request, and nothing downloads.
+Each call is a new process that may fail to start, lose its end, or wait forever for a browser login.
+So this transport never trusts cgpu's framing:
+
+- every command is wrapped so that it prints the transport's own random begin and end markers, the end one
+  carrying the exit status; only what lies between them is output, and a missing end marker means "the
+  connection broke" (:class:`~cgpu_kit.exceptions.ConnectionLostError`), whatever cgpu's exit status says;
+- the remote command runs in a subshell with ``</dev/null``, so it can neither swallow the lines cgpu
+  types after it nor end the terminal's shell with ``exit``;
+- cgpu's own output is read as it comes, so the two login failures become a
+  :class:`~cgpu_kit.exceptions.CgpuAuthError` within seconds, and every call has a timeout that kills
+  cgpu's whole process group;
+- uploads are checked (size and sha256) before (skip what is there) and after (copy has no checksum);
+- downloads print base64 of bounded chunks with their sha256, written into a ``.partial`` file whose
+  progress survives a broken call, so a retry resumes at the first missing chunk.
+
+Payloads never contain empty lines, and nothing a payload line can start with is cut by cgpu (it cuts a
+leading ``/# ``): base64 and JSON lines are safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import re
+import secrets
+import selectors
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..exceptions import (
+    CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, RemoteCommandError,
+)
+from ..requirements import Requirements
+from ..util import file_sha256, write_json
+from .base import CommandResult, Transport, sh
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REMOTE_ROOT = "/content"
+INSTALL_HINT = (
+    "install cgpu from its repository (it is not on the npm registry): "
+    "git clone https://github.com/RohanAdwankar/cgpu && cd cgpu && npm install && npm run build && npm link; "
+    "or point CGPU_BIN at the executable. Then run `cgpu status` once in a terminal to log in."
+)
+#: what the runtime needs to run any template, whatever the job type
+BASE_REQUIREMENTS = Requirements(pip=("papermill", "nbformat", "nbclient", "ipykernel", "tenacity", "tqdm"))
+#: cgpu's own words when it is not logged in: (text, what the user must do)
+LOGIN_NEEDED = (
+    ("Missing Colab OAuth credentials", "cgpu has no Colab OAuth credentials: set COLAB_CLIENT_ID and "
+     "COLAB_CLIENT_SECRET (or write ~/.config/cgpu/config.json), then run `cgpu status` in a terminal to log in"),
+    ("No cached session found", "cgpu is not logged in and waits for a browser login: run `cgpu status` in a "
+     "terminal and finish the Google login in the browser, then run this again"),
+    ("Opened browser for Google login", "cgpu is not logged in and waits for a browser login: run `cgpu status` "
+     "in a terminal and finish the Google login in the browser, then run this again"),
+)
+_UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+#: runs on the runtime: prints the file's size and sha256, then chunks [start, start+count) as base64
+_GET_SCRIPT = """\
+import base64,hashlib,sys
+p,start,count,cb=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),int(sys.argv[4])
+try:
+    f=open(p,'rb')
+except OSError as e:
+    print('NOFILE',e.errno,flush=True);sys.exit(2)
+with f:
+    h=hashlib.sha256()
+    for b in iter(lambda:f.read(1<<20),b''):h.update(b)
+    size=f.tell()
+    print('FILE',size,h.hexdigest(),flush=True)
+    for i in range(start,min((size+cb-1)//cb,start+count)):
+        f.seek(i*cb);d=f.read(cb)
+        sys.stdout.write('CHUNK %d %d %s\\n'%(i,len(d),hashlib.sha256(d).hexdigest()))
+        sys.stdout.write(base64.encodebytes(d).decode())
+        sys.stdout.write('END %d\\n'%i);sys.stdout.flush()
+"""
+
+
+def find_cgpu() -> str:
+    """The cgpu executable: ``$CGPU_BIN`` when set, else ``cgpu`` on PATH."""
+    named = os.environ.get("CGPU_BIN")
+    if named:
+        path = shutil.which(named)
+        if path is None:
+            raise MissingDependencyError(f"CGPU_BIN={named!r} is not an executable file; {INSTALL_HINT}")
+        return path
+    path = shutil.which("cgpu")
+    if path is None:
+        raise MissingDependencyError(f"the cgpu command is not on PATH; {INSTALL_HINT}")
+    return path
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        log.warning("%s=%r is not a number; using %s", name, os.environ.get(name), default)
+        return default
+
+
+@dataclass
+class _Call:
+    """What one cgpu invocation printed."""
+
+    exit_code: int
+    stdout: list[str]
+    stderr: list[str] = field(default_factory=list)
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        return " | ".join(s.strip() for s in self.stderr[-lines:] if s.strip())
+
+
+@dataclass
+class _Frame:
+    """The part of a call's output between the transport's own markers."""
+
+    begun: bool
+    exit_code: int | None
+    lines: list[str]
+
+
+def wrap(command: str, token: str) -> str:
+    """One terminal line that frames ``command``'s output between markers and reports its exit status.
+
+    The markers are printed with ``%s`` so that the marker text itself never appears in what is typed
+    (a terminal that echoes the command cannot fake an end marker). A command with newlines or control
+    characters travels base64-encoded, because a terminal reads it line by line.
+    """
+    if _UNSAFE_TEXT.search(command):
+        encoded = base64.b64encode(command.encode()).decode()
+        command = f"eval \"$(printf %s {encoded} | base64 -d)\""
+    return (  # eval of one quoted word: a comment or a stray quote in the command cannot unbalance the frame
+        f"printf 'CGPUKIT_%s_B\\n' {token}; ( eval {sh(command)} ) </dev/null 2>&1; "
+        f"printf '\\nCGPUKIT_%s_E %s\\n' {token} \"$?\""
+    )
+
+
+def unframe(lines: list[str], token: str) -> _Frame:
+    begin, end = f"CGPUKIT_{token}_B", re.compile(rf"CGPUKIT_{token}_E (\d+)")
+    begun, body = False, []
+    for line in lines:
+        if not begun:
+            begun = begin in line
+            continue
+        m = end.search(line)
+        if m:
+            if line[: m.start()]:
+                body.append(line[: m.start()])
+            return _Frame(True, int(m.group(1)), body)
+        body.append(line)
+    return _Frame(begun, None, body)
+
+
+class CgpuTransport(Transport):
+    """Runs batches on the Colab runtime that ``cgpu`` reaches; remote paths live under ``remote_root``."""
+
+    name = "cgpu"
+    python = "python3"
+
+    def __init__(self, remote_root: str | None = None) -> None:
+        root = remote_root or os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
+        super().__init__(self._absolute(root))
+        self.executable = find_cgpu()
+        self.poll_interval = _env_float("CGPU_KIT_POLL_INTERVAL", 5.0)
+        self.chunk_seconds = _env_float("CGPU_KIT_CHUNK_SECONDS", 30.0)
+        #: downloads travel in chunks of this many bytes, this many chunks per ``cgpu run``
+        self.get_chunk_bytes = int(_env_float("CGPU_KIT_GET_CHUNK_BYTES", 4 << 20))
+        self.get_chunks_per_call = 8
+        #: once the end marker is in, cgpu gets this long to close before it is stopped
+        self.close_grace = 10.0
+        self.calls = 0
+
+    # -- paths ----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _absolute(path: str) -> str:
+        """A normalised absolute path: cgpu's shell starts in ``/`` and copy resolves from ``/``, alike."""
+        norm = posixpath.normpath("/" + path.lstrip("/") if not path.startswith("/") else path)
+        return "/" + norm.lstrip("/")
+
+    @property
+    def home(self) -> str:
+        """Where the shipped cgpu_kit and the set-up marker live on the runtime."""
+        return posixpath.join(self.remote_root, ".cgpu_kit")
+
+    def runtime_env(self) -> dict[str, str]:
+        return {"PYTHONPATH": posixpath.join(self.home, "lib")}
+
+    # -- one cgpu invocation ----------------------------------------------------------------------------------
+
+    def _invoke(self, args: list[str], *, timeout: float, end_token: str | None = None) -> _Call:
+        """Run ``cgpu ARGS`` with stdin closed in its own process group, reading its output as it comes."""
+        self.calls += 1
+        proc = subprocess.Popen(
+            [self.executable, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        call = _Call(-1, [], [])
+        partial = {proc.stdout.fileno(): b"", proc.stderr.fileno(): b""}
+        sinks = {proc.stdout.fileno(): call.stdout, proc.stderr.fileno(): call.stderr}
+        authenticated = False
+        end_marker = f"CGPUKIT_{end_token}_E " if end_token else None
+        deadline = time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        for stream in (proc.stdout, proc.stderr):
+            sel.register(stream, selectors.EVENT_READ)
+        try:
+            while sel.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                for key, _ in sel.select(min(remaining, 1.0)):
+                    fd = key.fd
+                    data = os.read(fd, 1 << 16)
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        if partial[fd]:
+                            sinks[fd].append(partial[fd].decode("utf-8", "replace"))
+                            partial[fd] = b""
+                        continue
+                    *complete, partial[fd] = (partial[fd] + data).split(b"\n")
+                    for raw in complete:
+                        line = raw.decode("utf-8", "replace").rstrip("\r")
+                        sinks[fd].append(line)
+                        if fd == proc.stdout.fileno() and line.startswith("Authenticated as"):
+                            authenticated = True
+                        if fd == proc.stderr.fileno() or not authenticated:
+                            self._check_login(line, proc, call)
+                        if end_marker and fd == proc.stdout.fileno() and end_marker in line:
+                            deadline = min(deadline, time.monotonic() + self.close_grace)
+            else:
+                remaining = max(deadline - time.monotonic(), 0.1)
+                try:
+                    call.exit_code = proc.wait(timeout=remaining)
+                    return call
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            sel.close()
+        self._kill(proc)
+        if end_marker and any(end_marker in line for line in call.stdout):
+            return call  # the answer is complete; cgpu merely failed to close
+        raise CallTimeoutError(
+            f"cgpu {args[0]} did not finish within {timeout:.0f}s and was stopped", output="\n".join(call.stdout[-50:])
+        )
+
+    def _check_login(self, line: str, proc: subprocess.Popen, call: _Call) -> None:
+        for text, advice in LOGIN_NEEDED:
+            if text in line:
+                self._kill(proc)
+                raise CgpuAuthError(f"{advice} (cgpu said: {line.strip()!r})", output="\n".join(call.stdout + call.stderr))
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    # -- the seam -----------------------------------------------------------------------------------------------
+
+    def run(self, command: str, *, timeout: float) -> CommandResult:
+        token = secrets.token_hex(8)
+        call = self._invoke(["run", wrap(command, token)], timeout=timeout, end_token=token)
+        frame = unframe(call.stdout, token)
+        if frame.exit_code is None:
+            how = "never started" if not frame.begun else "broke before the command's end"
+            raise ConnectionLostError(
+                f"cgpu run {how} (cgpu exit {call.exit_code}{': ' + call.stderr_tail() if call.stderr else ''})",
+                output="\n".join(frame.lines),
+            )
+        return CommandResult(frame.exit_code, "\n".join(frame.lines))
+
+    def _remote_file(self, remote: str, *, timeout: float, mkdir: bool = False) -> tuple[int, str] | None:
+        """(size, sha256) of a runtime file, or None when it is absent; optionally ``mkdir -p`` its folder."""
+        q = sh(remote)
+        prefix = f"mkdir -p -- {sh(posixpath.dirname(remote))} || exit 1; " if mkdir else ""
+        result = self.run(
+            prefix + f"if [ -f {q} ]; then printf 'have %s %s\\n' \"$(stat -c %s -- {q})\" \"$(sha256sum < {q} | cut -c1-64)\"; "
+            "else echo missing; fi", timeout=timeout,
+        ).check(f"checking {remote}")
+        for line in result.output.splitlines():
+            words = line.split()
+            if words[:1] == ["missing"]:
+                return None
+            if len(words) == 3 and words[0] == "have" and words[1].isdigit():
+                return int(words[1]), words[2]
+        raise ConnectionLostError(f"the check of {remote} came back garbled", output=result.output)
+
+    def put(self, local: Path, remote: str, *, timeout: float) -> bool:
+        remote = self._absolute(remote)
+        deadline = time.monotonic() + timeout
+        want = (local.stat().st_size, file_sha256(local))
+        if self._remote_file(remote, timeout=timeout, mkdir=True) == want:
+            log.debug("%s is already on the runtime intact", remote)
+            return False
+        call = self._invoke(["copy", str(local.absolute()), remote], timeout=max(deadline - time.monotonic(), 1.0))
+        have = self._remote_file(remote, timeout=max(deadline - time.monotonic(), 30.0))
+        if have != want:
+            raise ConnectionLostError(
+                f"uploading {local.name} to {remote} did not arrive intact (cgpu copy exit {call.exit_code}"
+                f"{': ' + call.stderr_tail() if call.stderr else ''}; the runtime has {have or 'nothing'})",
+            )
+        if call.exit_code != 0:
+            log.info("cgpu copy reported failure, but %s arrived intact", remote)
+        return True
+
+    def get(self, remote: str, local: Path, *, timeout: float) -> None:
+        """Download in verified chunks into ``.NAME.partial``; progress survives a broken call (and its retry)."""
+        remote = self._absolute(remote)
+        deadline = time.monotonic() + timeout
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(f".{local.name}.partial")
+        state_file = local.with_name(f".{local.name}.partial.json")
+        state = _load_state(state_file, remote, self.get_chunk_bytes)
+        if not partial.exists() or partial.stat().st_size < state["done"] * self.get_chunk_bytes:
+            state = _load_state(None, remote, self.get_chunk_bytes)
+        script = base64.b64encode(_GET_SCRIPT.encode()).decode()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CallTimeoutError(f"downloading {remote} did not finish within {timeout:.0f}s")
+            cmd = sh(self.python, "-c", "import base64,sys;exec(base64.b64decode(sys.argv.pop(1)))", script,
+                     remote, str(state["done"]), str(self.get_chunks_per_call), str(self.get_chunk_bytes))
+            try:
+                result = self.run(cmd, timeout=remaining)
+            except ConnectionLostError as exc:
+                self._take_chunks(exc.output, state, partial, state_file)
+                raise
+            if result.exit_code == 2 and "NOFILE" in result.output:
+                raise RemoteCommandError(f"{remote}: no such file on the runtime", exit_code=2, output=result.output)
+            result.check(f"reading {remote}")
+            before = state["done"]
+            if not self._take_chunks(result.output, state, partial, state_file):
+                raise ConnectionLostError(f"downloading {remote}: the answer had no file header", output=result.output[-2000:])
+            if state["size"] is not None and state["done"] * self.get_chunk_bytes >= state["size"]:
+                break
+            if state["done"] <= before:
+                raise ConnectionLostError(f"downloading {remote}: no chunk arrived intact", output=result.output[-2000:])
+        with open(partial, "r+b" if partial.exists() else "wb") as f:
+            f.truncate(state["size"])
+        if file_sha256(partial) != state["sha256"]:
+            partial.unlink(missing_ok=True)
+            state_file.unlink(missing_ok=True)
+            raise ConnectionLostError(f"downloading {remote}: the whole file's sha256 does not match; starting over")
+        os.replace(partial, local)
+        state_file.unlink(missing_ok=True)
+
+    def _take_chunks(self, output: str, state: dict, partial: Path, state_file: Path) -> bool:
+        """Append the verified chunks of ``output`` that come next; return whether the file header was seen."""
+        header = False
+        chunk: tuple[int, int, str] | None = None
+        data: list[str] = []
+        for line in output.splitlines():
+            words = line.split()
+            if words[:1] == ["FILE"] and len(words) == 3:
+                size, digest = int(words[1]), words[2]
+                if (state["size"], state["sha256"]) not in ((None, None), (size, digest)):
+                    log.info("%s changed on the runtime; downloading it again from the start", state["remote"])
+                    state.update(done=0)
+                    partial.unlink(missing_ok=True)
+                state.update(size=size, sha256=digest)
+                header = True
+            elif words[:1] == ["CHUNK"] and len(words) == 4:
+                chunk, data = (int(words[1]), int(words[2]), words[3]), []
+            elif words[:1] == ["END"] and chunk is not None:
+                index, length, digest = chunk
+                chunk = None
+                try:
+                    body = base64.b64decode("".join(data), validate=True)
+                except ValueError:
+                    continue
+                if index != state["done"] or len(body) != length or hashlib.sha256(body).hexdigest() != digest:
+                    continue
+                with open(partial, "r+b" if partial.exists() else "wb") as f:
+                    f.truncate(index * self.get_chunk_bytes)
+                    f.seek(index * self.get_chunk_bytes)
+                    f.write(body)
+                state["done"] = index + 1
+            elif chunk is not None:
+                data.append(line.strip())
+        if state["size"] is not None:
+            write_json(state_file, state)
+        return header
+
+    # -- set-up -----------------------------------------------------------------------------------------------
+
+    def _spec(self, requirements: Requirements) -> tuple[Requirements, str]:
+        wanted = BASE_REQUIREMENTS | requirements
+        spec = {"pip": list(wanted.pip), "apt": list(wanted.apt), "modules": list(wanted.modules),
+                "programs": list(wanted.programs), "pip_options": list(wanted.pip_options)}
+        return wanted, base64.b64encode(json.dumps(spec).encode()).decode()
+
+    def _setup_call(self, mode: str, bundle_sha: str, encoded: str, *, timeout: float) -> dict:
+        zip_path = posixpath.join(self.home, "bundle.zip")
+        result = self.run(sh(self.python, zip_path, mode, self.home, bundle_sha, encoded), timeout=timeout)
+        for line in reversed(result.output.splitlines()):
+            if line.startswith("CGPUKIT_SETUP "):
+                return json.loads(line[len("CGPUKIT_SETUP "):])
+        raise ConnectionLostError(f"setting the runtime up: no answer from the set-up helper (exit {result.exit_code})",
+                                  output=result.output[-2000:])
+
+    def setup(self, requirements: Requirements, *, timeout: float) -> None:
+        """Ship this machine's cgpu_kit and install what the runtime lacks, detached, polling its progress."""
+        from ..bundle import build_bundle
+
+        deadline = time.monotonic() + timeout
+        bundle = build_bundle()
+        wanted, encoded = self._spec(requirements)
+        if self._marker_matches(wanted, bundle.sha256, timeout=min(timeout, 120)):
+            log.info("the runtime %s is already set up", self.remote_root)
+            return
+        self.put(bundle.path, posixpath.join(self.home, "bundle.zip"), timeout=max(60.0, 60 + bundle.size / 250e3))
+        answer = self._setup_call("setup", bundle.sha256, encoded, timeout=120)
+        while answer["state"] == "installing":
+            log.info("installing on the runtime: %s", answer.get("missing") or answer.get("log", "")[-200:])
+            if time.monotonic() > deadline:
+                raise CallTimeoutError(f"setting the runtime up did not finish within {timeout:.0f}s")
+            time.sleep(self.poll_interval)
+            answer = self._setup_call("state", bundle.sha256, encoded, timeout=120)
+        if answer["state"] == "failed":
+            raise MissingDependencyError(
+                f"setting the runtime up failed: {answer.get('error')}\n{answer.get('log', '')}".strip()
+            )
+        if answer["state"] == "dead":
+            raise ConnectionLostError("the set-up process died on the runtime; trying again", output=answer.get("log", ""))
+
+    def _marker_matches(self, wanted: Requirements, bundle_sha: str, *, timeout: float) -> bool:
+        marker = posixpath.join(self.home, "ready.json")
+        init = posixpath.join(self.home, "lib", "cgpu_kit", "__init__.py")
+        result = self.run(f"if [ -f {sh(init)} ] && [ -f {sh(marker)} ]; then cat {sh(marker)}; else echo '{{}}'; fi",
+                          timeout=timeout)
+        for line in reversed(result.output.splitlines()):
+            line = line.strip()
+            if line.startswith("{") and line.endswith("}"):
+                try:
+                    have = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                return have.get("bundle") == bundle_sha and all(
+                    set(getattr(wanted, k)) <= set(have.get(k, [])) for k in ("pip", "apt", "modules", "programs")
+                )
+        raise ConnectionLostError("the set-up marker's check came back garbled", output=result.output)
+
+    def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
+        from ..bundle import build_bundle
+
+        wanted, _ = self._spec(requirements)
+        return self._marker_matches(wanted, build_bundle().sha256, timeout=timeout)
+
+
+def _load_state(path: Path | None, remote: str, chunk_bytes: int) -> dict:
+    fresh = {"remote": remote, "chunk_bytes": chunk_bytes, "size": None, "sha256": None, "done": 0}
+    if path is None or not path.is_file():
+        return fresh
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return fresh
+    if state.get("remote") != remote or state.get("chunk_bytes") != chunk_bytes:
+        return fresh
+    return {**fresh, **state}
