@@ -114,14 +114,14 @@ def _link(path: str | os.PathLike[str], text: str | None = None) -> str:
     relative link opens the file in Lab; a file elsewhere cannot be linked and is shown by its full path.
     """
     p = Path(os.fspath(path))
-    label = html.escape(text if text is not None else p.name)
     full = html.escape(str(p), quote=True)
     try:
         rel = p.absolute().relative_to(Path.cwd().absolute())
     except ValueError:
-        return f'<span title="{full}">{label}</span>'
+        return f'<span title="{full}">{html.escape(text if text is not None else str(p))}</span>'
+    label = html.escape(text if text is not None else rel.as_posix())
     href = html.escape(urllib.parse.quote(rel.as_posix()), quote=True)
-    return f'<a href="{href}" target="_blank" title="{full}">{label}</a>'
+    return f'<a href="{href}" target="_blank" title="{full}" style="color:#0969da;text-decoration:underline">{label}</a>'
 
 
 _STATUS_COLOURS = {
@@ -135,7 +135,7 @@ def items_html(items: Sequence[ItemResult], log_path: str | None = None) -> str:
     rows = []
     for item in items:
         colour = _STATUS_COLOURS.get(item.status, "inherit")
-        outputs = "<br>".join(_link(o) for o in item.outputs)
+        outputs = "<br>".join(_link(o, Path(o).name) for o in item.outputs)
         seconds = item.timings.get("total")
         error = item.error or item.metadata.get("skipped", "")
         rows.append(
@@ -151,7 +151,7 @@ def items_html(items: Sequence[ItemResult], log_path: str | None = None) -> str:
                    for h in ("item", "status", "output", "error", "seconds"))
     table = f'<table class="cgpu-kit-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     if log_path:
-        table += f'<div class="cgpu-kit-log">log (executed notebook): {_link(log_path, str(log_path))}</div>'
+        table += f'<div class="cgpu-kit-log">log (executed notebook): {_link(log_path)}</div>'
     return table
 
 
@@ -231,18 +231,21 @@ def param_widget(p: Param, value: Any = None):
     common = dict(description=p.name, tooltip=p.help, style={"description_width": "9em"},
                   layout=w.Layout(width="24em"))
     if p.choices is not None and not p.nullable:
-        return w.Dropdown(options=list(p.choices), value=value, **common)
-    if p.type is bool:
-        return w.Checkbox(value=bool(value), indent=True, **common)
-    if p.type is int and p.min is not None and p.max is not None and p.max - p.min <= SLIDER_SPAN:
-        return w.IntSlider(value=value, min=int(p.min), max=int(p.max), continuous_update=False, **common)
-    if p.type is int and not p.nullable:
-        return w.IntText(value=value, **common)
-    if p.type is float and not p.nullable:
-        return w.FloatText(value=value, **common)
-    if isinstance(value, (list, tuple)):
-        value = ",".join(map(str, value))
-    return w.Text(value="" if value is None else str(value), placeholder="(none)" if p.nullable else "", **common)
+        control = w.Dropdown(options=list(p.choices), value=value, **common)
+    elif p.type is bool:
+        control = w.Checkbox(value=bool(value), indent=True, **common)
+    elif p.type is int and p.min is not None and p.max is not None and p.max - p.min <= SLIDER_SPAN:
+        control = w.IntSlider(value=value, min=int(p.min), max=int(p.max), continuous_update=False, **common)
+    elif p.type is int and not p.nullable:
+        control = w.IntText(value=value, **common)
+    elif p.type is float and not p.nullable:
+        control = w.FloatText(value=value, **common)
+    else:
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        control = w.Text(value="" if value is None else str(value), placeholder="(none)" if p.nullable else "", **common)
+    control.add_class(f"cgpu-kit-param-{p.name}")
+    return control
 
 
 def param_value(p: Param, control: Any) -> Any:
@@ -325,7 +328,8 @@ class ControlPanel:
         w = _widgets()
         values = values or {}
         self.param_widgets = {p.name: param_widget(p, values.get(p.name)) for p in self.job_types[job_type].params_spec}
-        rows = [w.HBox([control, w.HTML(f'<span style="color:#57606a">{html.escape(p.help)}</span>')])
+        rows = [w.HBox([w.Box([control], layout=w.Layout(width="27em", flex="0 0 auto")),
+                        w.HTML(f'<span style="color:#57606a">{html.escape(p.help)}</span>', layout=w.Layout(flex="1 1 auto"))])
                 for p, control in zip(self.job_types[job_type].params_spec, self.param_widgets.values())]
         self.params_box.children = [w.HTML(f"<b>{html.escape(job_type)} parameters</b>"), *rows]
 
