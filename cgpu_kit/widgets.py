@@ -340,7 +340,11 @@ class ControlPanel:
         if not self.inputs.value.strip():
             self.files.value = '<span style="color:#57606a">no inputs yet</span>'
             return
-        files = self.matching_files()
+        try:
+            files = self.matching_files()
+        except OSError as exc:  # a name too long for the file system, an unreadable folder...
+            self.files.value = f'<span style="color:#cf222e">{html.escape(self.inputs.value[:200])}: {html.escape(exc.strerror or str(exc))}</span>'
+            return
         if not files:
             self.files.value = f'<span style="color:#cf222e">no file matches {html.escape(self.inputs.value)}</span>'
             return
@@ -355,7 +359,7 @@ class ControlPanel:
         return {name: param_value(spec[name], control) for name, control in self.param_widgets.items()}
 
     def _show_error(self, text: str) -> None:
-        self.message.value = f'<div style="color:#cf222e;white-space:pre-wrap"><b>error:</b> {html.escape(text)}</div>'
+        self.message.value = f'<div style="color:#cf222e;white-space:pre-wrap"><b>error:</b> {html.escape(text if len(text) < 3000 else text[:3000] + " [...]")}</div>'
 
     def _show_info(self, text: str) -> None:
         self.message.value = f"<div>{html.escape(text)}</div>"
@@ -397,7 +401,7 @@ class ControlPanel:
                 job = self.job_types[self.job_type.value](
                     files, self.out.value.strip(), backend=self.backend.value, params=self.params(), **self.job_options
                 )
-            except (CgpuKitError, TypeError, ValueError) as exc:
+            except (CgpuKitError, OSError, TypeError, ValueError) as exc:
                 self._show_error(str(exc))
                 return None
             job.on_item = lambda job, item: self._show_items(job)

@@ -76,6 +76,10 @@ def test_when_inputs_are_typed_then_the_matching_files_are_listed_and_counted(tm
 
     panel.inputs.value = str(tmp_path / "nothing" / "*.mp4")
     assert "no file matches" in panel.files.value
+    panel.inputs.value = "x" * 5000  # too long a name for the file system: said in the panel, not raised
+    assert "too long" in panel.files.value
+    panel.run_button.click()
+    assert "too long" in panel.message.value and panel.job is None
     assert expand_inputs([str(odd), str(folder)]) == [odd, folder / "-b.mp4"]
 
 
