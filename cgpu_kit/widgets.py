@@ -270,6 +270,7 @@ class ControlPanel:
         self.job_types = available_job_types()
         if not self.job_types:
             raise MissingDependencyError("no job type of cgpu_kit can be imported here; reinstall cgpu-kit")
+        requested = job
         if job not in self.job_types:
             job = next(iter(self.job_types))
         self.job_options = job_options
@@ -318,6 +319,10 @@ class ControlPanel:
             self.message, self.table,
         ], layout=w.Layout(padding="4px"))
         self.widget.add_class("cgpu-kit-panel")
+        if requested != job:
+            known = ", ".join(self.job_types)
+            self._show_error(f"job type {requested!r} cannot be used here (unknown, or its module failed to import; "
+                             f"see the log); usable: {known}")
 
     def _repr_mimebundle_(self, **kwargs: Any):
         return self.widget._repr_mimebundle_(**kwargs)

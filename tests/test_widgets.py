@@ -53,6 +53,7 @@ def test_when_a_job_type_is_chosen_then_only_its_parameters_show_with_their_defa
         assert cls.params_spec.resolve(panel.params(), job_type=job_type) == cls.params_spec.resolve({}, job_type=job_type)
     panel.job_type.value = "stabilize"
     assert panel.param_widgets["crf"].max == 51 and panel.param_widgets["preset"].value == "medium"
+    assert "cannot be used here" in ControlPanel(job="no-such-job").message.value
 
 
 def test_when_inputs_are_typed_then_the_matching_files_are_listed_and_counted(tmp_path, shaky_clip):
