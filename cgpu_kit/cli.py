@@ -76,7 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
         for param in cls.params_spec:
             _add_param(group, param)
         p.set_defaults(job_type=job_type)
+    p = sub.add_parser("attach", help="pick up a job that an earlier run left unfinished and fetch what it produced",
+                       description="Wait for the batch of JOB_ID on its runtime and fetch its finished items. Running "
+                       "the same command again in the same output folder does this too, then processes what is missing.")
+    p.add_argument("job_id", metavar="JOB_ID", help="the job id printed by the run (also in OUT/_cgpu_kit/job_<id>)")
+    p.add_argument("-o", "--out", default=None, help="the job's output folder (found automatically for jobs started by this user)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    p.set_defaults(job_type=None)
     return parser
+
+
+def run_attach_command(args: argparse.Namespace) -> int:
+    result = CGPUJobManager().attach(args.job_id, args.out)
+    _print_summary(result)
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=1, default=str)
+        print()
+    return 0 if result.status is JobStatus.COMPLETED else 1
 
 
 def _params_from(args: argparse.Namespace, cls: Any) -> dict[str, Any]:
@@ -147,7 +164,7 @@ def run_job_command(args: argparse.Namespace) -> int:
         options["part_bytes"] = int(args.part_mb * 1e6)
     job = cls(inputs, args.out, params=_params_from(args, cls), **options)
     manager = CGPUJobManager()
-    job.prepare_local()
+    manager.prepare(job)
     to_run = len(job.pending)
     if to_run < len(job.items):
         print(f"{len(job.items) - to_run} of {len(job.items)} item(s) need no run (failed validation, duplicates "
@@ -170,7 +187,8 @@ def run_job_command(args: argparse.Namespace) -> int:
         json.dump(result.to_dict(), sys.stdout, indent=1, default=str)
         print()
     if interrupted:
-        print("interrupted: finished items were kept; run the same command again to do the rest", file=sys.stderr)
+        print(f"interrupted: finished items were kept; run the same command again to do the rest "
+              f"(or `cgpu-kit attach {job.job_id}` to fetch what the runtime finished)", file=sys.stderr)
         return 130
     return 0 if result.status is JobStatus.COMPLETED else 1
 
@@ -184,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.INFO if getattr(args, "verbose", False) else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "attach":
+            return run_attach_command(args)
         return run_job_command(args)
     except CgpuKitError as exc:
         print(f"cgpu-kit: error: {exc}", file=sys.stderr)

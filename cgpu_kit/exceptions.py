@@ -8,6 +8,7 @@
     ├── MissingDependencyError       a tool or optional package is missing (says what to install)
     ├── ArchiveError                 an archive is corrupt or unsafe (absolute paths, `..`, links out)
     ├── OutputLockedError            another run is writing to the same output folder
+    ├── DiskSpaceError               the batch would not fit on this machine's or the runtime's disk
     ├── TransportError               the runtime could not be reached or the call's outcome is unknown
     │   ├── ConnectionLostError      the call ran (maybe) but its framing/exit marker never arrived: retried
     │   ├── CallTimeoutError         the call did not finish within its timeout: retried
@@ -54,6 +55,10 @@ class ArchiveError(CgpuKitError):
 
 class OutputLockedError(CgpuKitError):
     """Another process holds the lock of the output folder."""
+
+
+class DiskSpaceError(CgpuKitError):
+    """Not enough free disk space here or on the runtime for the batch; checked before anything is sent."""
 
 
 class TransportError(CgpuKitError):

@@ -27,6 +27,8 @@ def item_key(job_type: str, sha256: str, params: dict[str, Any], version: str) -
 
 
 class Ledger:
+    """Finished outputs of an output folder, one record per output stem (the name they share)."""
+
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.path = out_dir / STATE_DIR / "ledger.jsonl"
@@ -36,13 +38,16 @@ class Ledger:
         if self._records is None:
             self._records = {}
             for rec in read_jsonl(self.path):
-                self._records[rec["key"]] = rec
+                self._records[rec["out_stem"]] = rec
         return self._records
 
-    def intact(self, key: str) -> dict[str, Any] | None:
-        """The record of ``key`` if every output it names is still there unchanged."""
-        rec = self.records().get(key)
-        if rec is None or rec.get("status") != "done":
+    def get(self, stem: str) -> dict[str, Any] | None:
+        return self.records().get(stem)
+
+    def intact(self, stem: str, key: str) -> dict[str, Any] | None:
+        """The record of ``stem`` if it was made from ``key`` and every output is still there unchanged."""
+        rec = self.records().get(stem)
+        if rec is None or rec.get("key") != key or rec.get("status") != "done":
             return None
         for name, digest in rec.get("sha256", {}).items():
             path = self.out_dir / name
@@ -52,17 +57,20 @@ class Ledger:
                 return None
         return rec
 
-    def names_in_use(self) -> set[str]:
-        return {name for rec in self.records().values() for name in rec.get("outputs", [])}
-
-    def stem_of(self, key: str) -> str | None:
-        rec = self.records().get(key)
-        return rec.get("out_stem") if rec else None
+    def stem_for(self, natural: str, key: str, taken: set[str]) -> str:
+        """The output stem for an input: its own name unless another input's outputs already have it."""
+        stem, n = natural or "item", 1
+        while True:
+            rec = self.records().get(stem)
+            if stem not in taken and (rec is None or rec.get("key") == key):
+                return stem
+            n += 1
+            stem = f"{natural} ({n})"
 
     def add(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         append_jsonl(self.path, record)
-        self.records()[record["key"]] = record
+        self.records()[record["out_stem"]] = record
 
 
 class OutputLock:
@@ -71,9 +79,12 @@ class OutputLock:
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / STATE_DIR / "lock"
         self._fd: int | None = None
+        self._depth = 0
 
     def acquire(self) -> None:
+        """Take the lock (re-entrant: a job adopting another job's leftovers shares its lock)."""
         if self._fd is not None:
+            self._depth += 1
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -89,9 +100,11 @@ class OutputLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}".encode())
         self._fd = fd
+        self._depth = 1
 
     def release(self) -> None:
-        if self._fd is not None:
+        self._depth = max(0, self._depth - 1)
+        if self._fd is not None and self._depth == 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import tenacity
 
 from .exceptions import CgpuKitError, RuntimeLostError, TransportError
-from .jobs.base import CGPUJob
+from .jobs.base import CLOSED, CGPUJob, find_plan, open_jobs
 from .requirements import Requirements
 from .results import JobResult, JobStatus
 from .transports import get_transport
@@ -101,6 +101,9 @@ class RetryingTransport(Transport):
 
     def runtime_env(self) -> dict[str, str]:
         return self.inner.runtime_env()
+
+    def read_status(self, work_dir: str, since: int) -> dict | None:
+        return self.inner.read_status(work_dir, since)
 
     def close(self) -> None:
         self.inner.close()
@@ -217,7 +220,7 @@ class CGPUJobManager:
         error: str | None = None
         try:
             if not job._prepared:
-                job.prepare_local()
+                self.prepare(job)
             if job.pending:
                 state = self.session(job)
                 job.remote_root = state.transport.remote_root
@@ -250,6 +253,57 @@ class CGPUJobManager:
                 self._stop_after_interrupt(job, state.transport)
             self._settle(job, None, started, state)
             raise
+        return self._settle(job, error, started, state)
+
+    def prepare(self, job: CGPUJob) -> None:
+        """Lock the output folder, pick up what earlier runs left unfinished there, then validate and plan.
+
+        A run that died (local Ctrl-C twice, process killed, laptop closed) left its plan behind; its batch may
+        still be running or done on the runtime. Its finished items are fetched first, so the new run
+        processes only what is missing.
+        """
+        job._lock.acquire()
+        try:
+            for plan in open_jobs(job.out_dir, job.job_type):
+                old = type(job).from_plan(plan, backend=job.backend if isinstance(job.backend, Transport) else None)
+                old._lock = job._lock
+                job._lock.acquire()
+                log.warning("picking up job %s, left unfinished in %s", old.job_id, job.out_dir)
+                self.attach_job(old)
+            job.prepare_local()
+        finally:
+            job._lock.release()
+
+    def attach(self, job_id: str, out_dir: str | Path | None = None) -> JobResult:
+        """Pick up a job that an earlier process started: wait for its batch and fetch what it produced."""
+        from .jobs import job_class
+
+        plan_path = find_plan(job_id, out_dir)
+        if plan_path is None:
+            where = f"in {out_dir}" if out_dir else "(give the output folder with -o)"
+            raise CgpuKitError(f"no record of job {job_id} {where}")
+        import json
+
+        plan = json.loads(plan_path.read_text())
+        job = job_class(plan["job_type"]).from_plan(plan)
+        job._lock.acquire()
+        return self.attach_job(job)
+
+    def attach_job(self, job: CGPUJob) -> JobResult:
+        job.status = JobStatus.RUNNING
+        started = time.monotonic()
+        state = self.session(job)
+        error = None
+        try:
+            job.run_remote(state.transport)
+            job.download(state.transport)
+        except RuntimeLostError as exc:
+            error = f"its runtime no longer holds it ({exc}); run the batch again to redo what is missing"
+            job._logs_local = True
+            (job.state_dir / CLOSED).touch()
+        except CgpuKitError as exc:
+            error = str(exc)
+            log.warning("job %s: could not pick it up: %s", job.job_id, exc)
         return self._settle(job, error, started, state)
 
     def _settle(self, job: CGPUJob, error: str | None, started: float, state: SessionState | None) -> JobResult:

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConnectionLostError, RuntimeLostError
+from .exceptions import ConnectionLostError, RemoteCommandError, RuntimeLostError
 from .runtime import layout
 from .transports.base import Transport, sh
 from .util import file_sha256
@@ -40,6 +40,16 @@ class RemoteBatch:
     def upload(self, local: Path, name: str, *, timeout: float) -> bool:
         return self.transport.put(local, self.path(name), timeout=timeout)
 
+    def free_bytes(self) -> int | None:
+        """Free bytes in the remote root, or None when the runtime cannot say."""
+        root = self.transport.remote_root
+        result = self.transport.run(f"mkdir -p -- {sh(root)} && df -Pk -- {sh(root)}", timeout=self.call_timeout)
+        for line in reversed(result.output.splitlines()):
+            fields = line.split()
+            if len(fields) >= 6 and fields[3].isdigit():
+                return int(fields[3]) * 1024
+        return None
+
     def launch(self) -> str:
         """Start the driver detached unless it runs or has finished; returns what the runtime said."""
         w = self.work_dir
@@ -60,6 +70,9 @@ class RemoteBatch:
         raise ConnectionLostError("the launch command's answer was lost", output=result.output)
 
     def poll(self, since: int = 0) -> dict[str, Any]:
+        direct = self.transport.read_status(self.work_dir, since)
+        if direct is not None:
+            return direct
         cmd = (
             f"if [ -d {sh(self.work_dir)} ]; then {self._python('cgpu_kit.runtime.status', self.work_dir, str(since))}; "
             "else echo '{\"state\": \"absent\"}'; fi"
@@ -76,8 +89,22 @@ class RemoteBatch:
             raise RuntimeLostError("cgpu_kit is gone from the runtime (recycled)", output=result.output)
         raise ConnectionLostError("the status of the batch did not come back whole", output=result.output)
 
+    def exists(self) -> bool:
+        result = self.transport.run(f"[ -d {sh(self.work_dir)} ] && echo present || echo absent", timeout=self.call_timeout)
+        words = result.output.split()
+        if "present" in words:
+            return True
+        if "absent" in words:
+            return False
+        raise ConnectionLostError("the runtime's answer was lost", output=result.output)
+
     def fetch(self, name: str, local: Path, *, sha256: str | None = None, timeout: float) -> Path:
-        self.transport.get(self.path(name), local, timeout=timeout)
+        try:
+            self.transport.get(self.path(name), local, timeout=timeout)
+        except RemoteCommandError:
+            if not self.exists():
+                raise RuntimeLostError(f"the work folder {self.work_dir} is gone from the runtime") from None
+            raise
         if sha256 and file_sha256(local) != sha256:
             local.unlink(missing_ok=True)
             raise ConnectionLostError(f"{name} arrived corrupted (sha256 mismatch)")

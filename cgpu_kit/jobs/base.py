@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 from .. import __version__
 from ..batch import BatchItem, member_name, pack_part, safe_extract, split_parts
 from ..exceptions import (
-    ArchiveError, CgpuKitError, InputError, RuntimeLostError, TransportError,
+    ArchiveError, CgpuKitError, DiskSpaceError, InputError, RuntimeLostError, TransportError,
 )
 from ..ledger import STATE_DIR, Ledger, OutputLock, item_key
 from ..media import MediaInfo, probe
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 DEFAULT_REMOTE_ROOT = "/content"
 #: parts are at most this big by default: one cgpu upload request carries it reliably
 DEFAULT_PART_BYTES = 48 << 20
+
+PLAN = "plan.json"
+CLOSED = "closed"
 
 #: parameters every job type has (how the batch runs, not what it does)
 COMMON_PARAMS: tuple[Param, ...] = ()
@@ -161,7 +164,7 @@ class CGPUJob(abc.ABC):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.items = []
         seen: dict[Path, ItemResult] = {}
-        used_stems = {Path(n).stem for n in self._ledger.names_in_use()}
+        taken: set[str] = set()
         for n, raw in enumerate(self.inputs):
             result = ItemResult(input_path=str(raw), item_id=f"i{n:04d}")
             self.items.append(result)
@@ -177,14 +180,14 @@ class CGPUJob(abc.ABC):
                 info = self._validate(path)
                 sha = file_sha256(path)
                 key = item_key(self.job_type, sha, self.params, self.tool_version())
-                stem = self._ledger.stem_of(key) or _unique_stem(path.stem, used_stems)
-                used_stems.add(stem)
+                stem = self._ledger.stem_for(path.stem, key, taken)
+                taken.add(stem)
                 item = BatchItem(
                     result.item_id, str(path), path.name, path.stat().st_size, sha,
                     member_name(result.item_id, path.name), out_stem=stem, key=key, probe=info.to_dict(),
                 )
                 result.metadata.update(key=key, media=info.to_dict())
-                done = None if self.force else self._ledger.intact(key)
+                done = None if self.force else self._ledger.intact(stem, key)
                 if done is not None:
                     result.status = ItemStatus.SKIPPED
                     result.outputs = [str(self.out_dir / o) for o in done["outputs"]]
@@ -265,13 +268,69 @@ class CGPUJob(abc.ABC):
         started = time.monotonic()
         remote = self.remote(transport)
         remote.make_dirs()
+        self.check_space(transport)
         parts = self.pack()
         for part in parts:
             sent = remote.upload(part, f"{layout.PARTS}/{part.name}", timeout=self.upload_timeout(part))
             log.info("%s %s (%.1f MB)", "uploaded" if sent else "already on the runtime:", part.name, part.stat().st_size / 1e6)
         remote.upload(self.template_file(), layout.TEMPLATE, timeout=120)
         remote.upload(self.job_file(chunk_seconds=transport.chunk_seconds), layout.JOB_FILE, timeout=60)
+        self.write_plan(transport)
         self.timings["upload"] = round(self.timings.get("upload", 0) + time.monotonic() - started, 3)
+
+    def write_plan(self, transport: Transport) -> None:
+        """Record what was sent where, so a later run (or ``cgpu-kit attach``) can pick the job up."""
+        write_json(self.state_dir / PLAN, {
+            "job_type": self.job_type, "job_id": self.job_id, "params": self.params,
+            "backend": getattr(self.backend, "name", self.backend), "remote_root": transport.remote_root,
+            "remote_work_dir": self.remote_work_dir, "out_dir": str(self.out_dir), "time": time.time(),
+            "items": [dict(vars(b), input_path=self._item(b.item_id).input_path) for b in self.pending],
+        })
+        (self.state_dir / CLOSED).unlink(missing_ok=True)
+        _remember_job(self.job_id, self.out_dir)
+
+    @classmethod
+    def from_plan(cls, plan: dict[str, Any], *, backend: str | Transport | None = None) -> "CGPUJob":
+        """Rebuild a job from its ``plan.json``: same id, same items, same remote folder."""
+        job = cls([], plan["out_dir"], params=plan["params"], backend=backend or plan["backend"],
+                  remote_root=plan["remote_root"], job_id=plan["job_id"])
+        job.remote_root_arg = plan["remote_root"]
+        for rec in plan["items"]:
+            rec = dict(rec)
+            input_path = rec.pop("input_path")
+            job.inputs.append(Path(input_path))
+            job.items.append(ItemResult(input_path=input_path, item_id=rec["item_id"]))
+            job.batch_items[rec["item_id"]] = BatchItem(**rec)
+        job._prepared = True
+        return job
+
+    #: outputs are about this many times the size of the inputs (for the disk space check)
+    output_size_factor: ClassVar[float] = 2.0
+
+    def estimated_output_bytes(self, item: BatchItem) -> int:
+        return int(item.size * self.output_size_factor)
+
+    def space_needed(self) -> tuple[int, int]:
+        """Bytes the batch needs (here, on the runtime): parts and chunks in transit, inputs and outputs."""
+        inputs = sum(b.size for b in self.pending)
+        outputs = sum(self.estimated_output_bytes(b) for b in self.pending)
+        return inputs + int(outputs * 1.2), 2 * inputs + 2 * outputs
+
+    def check_space(self, transport: Transport) -> None:
+        """Refuse a batch that cannot fit, before anything is sent."""
+        local_need, remote_need = self.space_needed()
+        free_here = shutil.disk_usage(self.out_dir).free
+        if free_here < local_need:
+            raise DiskSpaceError(
+                f"{self.out_dir} has {_mb(free_here)} free but this batch needs about {_mb(local_need)}; "
+                "free some space or choose another output folder"
+            )
+        free_there = self.remote(transport).free_bytes()
+        if free_there is not None and free_there < remote_need:
+            raise DiskSpaceError(
+                f"the runtime has {_mb(free_there)} free in {transport.remote_root} but this batch needs about "
+                f"{_mb(remote_need)}; split the batch into smaller ones"
+            )
 
     def template_file(self) -> Path:
         """The notebook this job type runs on the runtime."""
@@ -450,10 +509,15 @@ class CGPUJob(abc.ABC):
             if transport is not None and self._logs_local:
                 try:
                     self.remote(transport).remove()
+                    (self.state_dir / CLOSED).touch()
                 except CgpuKitError as exc:
                     log.warning("job %s: could not remove %s on the runtime: %s", self.job_id, self.remote_work_dir, exc)
-            for name in ("parts", "chunks"):
-                shutil.rmtree(self.state_dir / name, ignore_errors=True)
+            elif not (self.state_dir / PLAN).exists():
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                (self.state_dir / CLOSED).touch()
+            shutil.rmtree(self.state_dir / "parts", ignore_errors=True)
+            if (self.state_dir / CLOSED).exists():
+                shutil.rmtree(self.state_dir / "chunks", ignore_errors=True)
         finally:
             self._lock.release()
 
@@ -488,14 +552,14 @@ class CGPUJob(abc.ABC):
         ok = [i for i in self.items if i.ok]
         if cancelled:
             self.status = JobStatus.CANCELLED
-        elif not failed:
-            self.status = JobStatus.COMPLETED
-        elif ok or (self.error is None and len(failed) < len(self.items)):
-            self.status = JobStatus.PARTIAL
-        elif self.error:
+        elif self.error and not ok:
             self.status = JobStatus.FAILED
+        elif failed and not ok:
+            self.status = JobStatus.FAILED
+        elif failed or self.error:
+            self.status = JobStatus.PARTIAL
         else:
-            self.status = JobStatus.PARTIAL if ok else JobStatus.FAILED
+            self.status = JobStatus.COMPLETED
         if self.status is JobStatus.FAILED and not self.error:
             self.error = "every item failed"
         self._write_summary()
@@ -519,6 +583,54 @@ class CGPUJob(abc.ABC):
             log.warning("could not write the job summary: %s", exc)
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
+
+
+def _jobs_index() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "cgpu_kit" / "jobs"
+
+
+def _remember_job(job_id: str, out_dir: Path) -> None:
+    """Note where a job's state lives, so ``cgpu-kit attach JOB_ID`` works without ``-o``."""
+    try:
+        write_json(_jobs_index() / f"{job_id}.json", {"out_dir": str(out_dir)})
+    except OSError as exc:
+        log.debug("could not remember job %s: %s", job_id, exc)
+
+
+def find_plan(job_id: str, out_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The ``plan.json`` of ``job_id``, in ``out_dir`` or wherever the jobs index says."""
+    if out_dir is None:
+        try:
+            import json
+
+            out_dir = json.loads((_jobs_index() / f"{job_id}.json").read_text())["out_dir"]
+        except (OSError, ValueError, KeyError):
+            return None
+    path = Path(out_dir) / STATE_DIR / f"job_{job_id}" / PLAN
+    return path if path.exists() else None
+
+
+def open_jobs(out_dir: Path, job_type: str | None = None) -> list[dict[str, Any]]:
+    """Plans of jobs in ``out_dir`` that sent work to a runtime and were never closed (their process died,
+    or the runtime could not be reached at the end): their finished items can still be fetched."""
+    import json
+
+    found = []
+    for plan_path in sorted((out_dir / STATE_DIR).glob(f"job_*/{PLAN}"), key=lambda p: p.stat().st_mtime):
+        if (plan_path.parent / CLOSED).exists():
+            continue
+        try:
+            plan = json.loads(plan_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if job_type is None or plan.get("job_type") == job_type:
+            found.append(plan)
+    return found
+
+
 def _default_root(backend: str | Transport) -> str:
     if isinstance(backend, Transport):
         return backend.remote_root
@@ -527,16 +639,6 @@ def _default_root(backend: str | Transport) -> str:
 
         return default_local_root()
     return os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
-
-
-def _unique_stem(stem: str, used: set[str]) -> str:
-    stem = stem or "item"
-    if stem not in used:
-        return stem
-    n = 2
-    while f"{stem} ({n})" in used:
-        n += 1
-    return f"{stem} ({n})"
 
 
 def _tail(path: Path, lines: int = 60) -> str:

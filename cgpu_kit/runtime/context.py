@@ -35,6 +35,7 @@ class RuntimeItem:
     path: Path
     part: int
     probe: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
 
 
 class ItemContext:

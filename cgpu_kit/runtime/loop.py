@@ -41,7 +41,7 @@ def load_items(work_dir: Path) -> tuple[list[RuntimeItem], dict[str, Any]]:
             (in_dir / batch.MANIFEST).unlink(missing_ok=True)
             marker.touch()
         for rec in manifest["items"]:
-            items.append(RuntimeItem(rec["item_id"], rec["name"], in_dir / rec["file"], rec["part"], rec.get("probe", {})))
+            items.append(RuntimeItem(rec["item_id"], rec["name"], in_dir / rec["file"], rec["part"], rec.get("probe", {}), rec.get("sha256", "")))
     return items, header
 
 
@@ -110,6 +110,8 @@ class BatchRun:
         try:
             if not item.path.is_file():
                 raise ItemError("its input did not arrive on the runtime")
+            if item.sha256 and file_sha256(item.path) != item.sha256:
+                raise ItemError("its input arrived damaged on the runtime (sha256 mismatch); run the batch again")
             outputs = processor.process(ctx)
             names = []
             for path in outputs:

@@ -85,6 +85,11 @@ class Transport(abc.ABC):
         """Whether the runtime still holds what :meth:`setup` did (a recycled runtime does not)."""
         return True
 
+    def read_status(self, work_dir: str, since: int) -> dict | None:
+        """The batch's status read directly, for transports whose runtime shares this machine's files;
+        None means "ask the runtime with a command" (the default)."""
+        return None
+
     def runtime_env(self) -> dict[str, str]:
         """Environment variables that commands running cgpu_kit's runtime modules need (PYTHONPATH...)."""
         return {}

@@ -66,6 +66,12 @@ class LocalTransport(Transport):
         except FileNotFoundError:
             raise RemoteCommandError(f"{remote}: no such file on the runtime", exit_code=1) from None
 
+    def read_status(self, work_dir: str, since: int) -> dict:
+        """Read in this process: polling costs no interpreter start, so the local runtime can poll often."""
+        from ..runtime.status import status
+
+        return status(Path(work_dir), since)
+
     def setup(self, requirements: Requirements, *, timeout: float) -> None:
         missing = [m for m in requirements.modules if importlib.util.find_spec(m) is None]
         if missing:

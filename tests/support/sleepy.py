@@ -7,6 +7,7 @@ plugin would add a job type.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -57,5 +58,9 @@ class SleepProcessor(Processor):
             time.sleep(0.02)
         out = ctx.output(".bin")
         out.write_bytes(ctx.item.path.read_bytes())
+        counter = os.environ.get("SLEEPY_COUNTER")
+        if counter:  # every item processed, in order, to prove nothing finished is redone
+            with open(counter, "a") as f:
+                f.write(ctx.item.name.replace("\n", "\\n") + "\n")
         ctx.metadata["slept"] = self.params["seconds"]
         return [out]

@@ -1,0 +1,252 @@
+"""Nothing lost, nothing redone: cancel, resume after a crash at every step of a batch, runtime loss, locks.
+
+A crash is simulated by an exception that no layer catches (as SIGKILL would end the process): the test then
+drops the dead process's lock and runs the same command again with a new manager, as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import cgpu_kit
+from cgpu_kit import CGPUJobManager, ItemStatus, JobStatus
+from cgpu_kit.exceptions import ConnectionLostError
+from cgpu_kit.ledger import OutputLock
+from cgpu_kit.remote import RemoteBatch
+from cgpu_kit.transports.local import LocalTransport
+from conftest import copy_as
+
+FAULTS = Counter()  # figures printed at the end of the suite (conftest's terminal summary)
+
+
+class Crash(BaseException):
+    """The local process dies here."""
+
+
+def _inputs(shaky_clip, tmp_path: Path, n: int = 4) -> list[Path]:
+    return [copy_as(shaky_clip(width=64, height=48, frames=8, jitter=4, audio=False, seed=k), tmp_path / "in" / f"clip {k}.mp4")
+            for k in range(n)]
+
+
+def _processed(counter: Path) -> Counter:
+    return Counter(counter.read_text().splitlines()) if counter.exists() else Counter()
+
+
+def _die(job) -> None:
+    """What the OS does to a killed process: its lock goes away."""
+    while job._lock._fd is not None:
+        job._lock.release()
+
+
+def _assert_exactly_once(out: Path, inputs: list[Path], counter: Path) -> None:
+    outputs = sorted(p.name for p in out.iterdir() if p.name != "_cgpu_kit")
+    assert outputs == sorted(p.stem + ".bin" for p in inputs)
+    for src in inputs:
+        assert (out / (src.stem + ".bin")).read_bytes() == src.read_bytes()
+    processed = _processed(counter)
+    assert set(processed) == {p.name for p in inputs}
+    redone = sum(c - 1 for c in processed.values())
+    FAULTS["items redone"] += redone
+    assert redone == 0, processed
+
+
+@pytest.fixture
+def counter(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "processed.txt"
+    monkeypatch.setenv("SLEEPY_COUNTER", str(path))
+    return path
+
+
+def test_when_cancelled_midway_then_finished_items_are_kept_and_a_rerun_does_only_the_rest(sleepy, shaky_clip, tmp_path, counter):
+    inputs = _inputs(shaky_clip, tmp_path)
+    job = sleepy(inputs, tmp_path / "out", seconds=0.6, workers=1)
+    job.on_item = lambda j, item: j.cancel()  # cancel as soon as the first item is home
+
+    result = CGPUJobManager().run(job)
+
+    assert result.status is JobStatus.CANCELLED
+    statuses = Counter(i.status for i in result.items)
+    assert statuses[ItemStatus.DONE] >= 1 and statuses[ItemStatus.CANCELLED] >= 1
+    assert statuses[ItemStatus.DONE] + statuses[ItemStatus.CANCELLED] == len(inputs)
+    assert "cancelled" in result.summary()
+    done_first = {Path(i.input_path).name for i in result.items if i.status is ItemStatus.DONE}
+
+    CGPUJobManager.reset()
+    again = CGPUJobManager().run(sleepy(inputs, tmp_path / "out", seconds=0.6, workers=1))
+    assert again.status is JobStatus.COMPLETED
+    assert {Path(i.input_path).name for i in again.items if i.status is ItemStatus.SKIPPED} == done_first
+    _assert_exactly_once(tmp_path / "out", inputs, counter)
+
+
+def _crash_on(monkeypatch, owner, name: str, *, after: bool, nth: int = 1) -> None:
+    """Make ``owner.name`` crash the process on its ``nth`` call, before or after doing its work."""
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == nth and not after:
+            raise Crash(name)
+        value = original(*args, **kwargs)
+        if calls["n"] == nth and after:
+            raise Crash(name)
+        return value
+
+    monkeypatch.setattr(owner, name, wrapper)
+
+
+def _crash_points():
+    from cgpu_kit import batch
+    from cgpu_kit.jobs import base
+
+    return {
+        "validate": (base.CGPUJob, "_validate", False, 2),
+        "pack": (base, "pack_part", False, 1),
+        "upload": (LocalTransport, "put", True, 1),
+        "set-up": (LocalTransport, "setup", False, 1),
+        "launch": (RemoteBatch, "launch", True, 1),
+        "poll": (RemoteBatch, "poll", True, 3),
+        "download": (RemoteBatch, "fetch", True, 1),
+        "unpack": (base, "safe_extract", True, 1),
+        "deliver": (base.CGPUJob, "_deliver", True, 1),
+    }
+
+
+@pytest.mark.parametrize("step", list(_crash_points()))
+def test_when_the_process_dies_at_a_step_then_the_same_command_finishes_the_batch_with_each_item_once(
+    step, sleepy, shaky_clip, tmp_path, counter, monkeypatch,
+):
+    inputs = _inputs(shaky_clip, tmp_path)
+    owner, name, after, nth = _crash_points()[step]
+    with monkeypatch.context() as patch:
+        _crash_on(patch, owner, name, after=after, nth=nth)
+        job = sleepy(inputs, tmp_path / "out", seconds=0.15, workers=1)
+        FAULTS["faults injected"] += 1
+        with pytest.raises(Crash):
+            CGPUJobManager().run(job)
+    _die(job)
+    CGPUJobManager.reset()
+
+    result = CGPUJobManager().run(sleepy(inputs, tmp_path / "out", seconds=0.15, workers=1))
+
+    assert result.status is JobStatus.COMPLETED, result.summary()
+    assert all(i.ok for i in result.items)
+    _assert_exactly_once(tmp_path / "out", inputs, counter)
+    FAULTS["faults survived"] += 1
+
+
+@pytest.mark.parametrize("method", ["put", "setup", "run", "get"])
+def test_when_a_transport_call_fails_once_then_the_retry_survives_it_in_the_same_run(
+    method, sleepy, shaky_clip, tmp_path, counter, monkeypatch,
+):
+    from cgpu_kit.manager import RetryPolicy
+
+    inputs = _inputs(shaky_clip, tmp_path, n=2)
+    original = getattr(LocalTransport, method)
+    state = {"failed": False}
+
+    def flaky(self, *args, **kwargs):
+        if not state["failed"]:
+            state["failed"] = True
+            raise ConnectionLostError(f"injected: {method} lost")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalTransport, method, flaky)
+    manager = CGPUJobManager()
+    manager.retry_policy = RetryPolicy(sleep=lambda s: None)
+    FAULTS["faults injected"] += 1
+
+    result = manager.run(sleepy(inputs, tmp_path / "out", workers=1))
+
+    assert state["failed"] and result.status is JobStatus.COMPLETED, result.summary()
+    assert result.metadata["transport_retries"] == 1
+    _assert_exactly_once(tmp_path / "out", inputs, counter)
+    FAULTS["faults survived"] += 1
+
+
+def test_when_the_runtime_is_recycled_midway_then_it_is_set_up_again_and_only_unfinished_items_run_again(
+    sleepy, shaky_clip, tmp_path, counter, monkeypatch,
+):
+    inputs = _inputs(shaky_clip, tmp_path)
+    transport = LocalTransport()
+    original = RemoteBatch.poll
+    state = {"recycled": False, "setups": 0}
+
+    def poll(self, since=0):
+        status = original(self, since)
+        if not state["recycled"] and status.get("results_count", 0) >= 1:
+            state["recycled"] = True  # the runtime vanishes: its processes die, its files are gone
+            _kill_processes_in(Path(self.work_dir))
+            shutil.rmtree(self.work_dir)
+        return status
+
+    setup = LocalTransport.setup
+
+    def counting_setup(self, requirements, *, timeout):
+        state["setups"] += 1
+        return setup(self, requirements, timeout=timeout)
+
+    monkeypatch.setattr(RemoteBatch, "poll", poll)
+    monkeypatch.setattr(LocalTransport, "setup", counting_setup)
+    monkeypatch.setattr(LocalTransport, "is_set_up", lambda self, r, timeout: False)
+    FAULTS["faults injected"] += 1
+
+    result = CGPUJobManager().run(sleepy(inputs, tmp_path / "out", seconds=0.3, workers=1, backend=transport))
+
+    assert state["recycled"] and result.status is JobStatus.COMPLETED, result.summary()
+    assert state["setups"] == 2
+    outputs = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != "_cgpu_kit")
+    assert outputs == sorted(p.stem + ".bin" for p in inputs)
+    processed = _processed(counter)
+    # what finished and came home before the loss is not redone; only the item running then (killed) may be
+    delivered_before = [i for i in result.items if i.timings.get("total") is not None]
+    assert set(processed) == {p.name for p in inputs} and sum(processed.values()) <= len(inputs) + 1
+    FAULTS["items redone"] += sum(processed.values()) - len(inputs)
+    FAULTS["faults survived"] += 1
+
+
+def _kill_processes_in(folder: Path) -> None:
+    """Kill every process working in ``folder`` (the driver and its kernel), as a recycled runtime would."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cwd = Path(os.readlink(proc / "cwd"))
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cwd == folder or folder in cwd.parents or str(folder) in cmdline:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_when_two_runs_share_an_output_folder_then_the_second_is_refused_clearly(shaky_clip, tmp_path):
+    (tmp_path / "out").mkdir()
+    holder = OutputLock(tmp_path / "out")
+    holder.acquire()
+    try:
+        result = cgpu_kit.stabilize([shaky_clip(width=64, height=48, frames=8, jitter=4)], tmp_path / "out")
+    finally:
+        holder.release()
+    assert result.status is JobStatus.FAILED
+    assert "in use by another run" in result.error and str(tmp_path / "out") in result.error
+
+
+def test_when_the_batch_would_not_fit_on_disk_then_it_is_refused_before_anything_is_sent(shaky_clip, tmp_path, monkeypatch):
+    import collections
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    result = cgpu_kit.stabilize([shaky_clip(width=64, height=48, frames=8, jitter=4)], tmp_path / "out")
+    assert result.status is JobStatus.FAILED
+    assert "1 kB free but this batch needs about" in result.error
+    assert not list(Path(os.environ["CGPU_KIT_LOCAL_ROOT"]).glob("job_*/parts/*.zip"))
