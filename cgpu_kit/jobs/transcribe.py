@@ -12,6 +12,7 @@ and whether each input has an audio track.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from ..media import MediaInfo
 from ..params import Param, ParamSet
 from ..requirements import Requirements
 from ..subtitles import FORMATS
+from ..util import write_json
 from .base import CGPUJob
 
 ENGINES = ("faster-whisper", "openai-whisper")
@@ -187,6 +189,7 @@ class TranscribeJob(CGPUJob):
         super().__init__(*args, **kwargs)
         self.params = check_params(self.params)
         self._model_on_runtime: str | None = None
+        self._tool_version: str | None = None
 
     # -- what the runtime needs ---------------------------------------------------------------------------
 
@@ -203,10 +206,13 @@ class TranscribeJob(CGPUJob):
         return Path(model) if looks_like_path(model) else None
 
     def tool_version(self) -> str:
-        engine = self.params["engine"]
-        local = self.local_model
-        model = f"{local.name}@{model_fingerprint(local)}" if local is not None else self.params["model"]
-        return f"{__version__}+{engine}=={engine_version(engine)}+model={model}"
+        """cgpu_kit, the engine's version and the model (a local one by its fingerprint) key the outputs."""
+        if self._tool_version is None:
+            engine = self.params["engine"]
+            local = self.local_model
+            model = f"{local.name}@{model_fingerprint(local)}" if local is not None else self.params["model"]
+            self._tool_version = f"{__version__}+{engine}=={engine_version(engine)}+model={model}"
+        return self._tool_version
 
     # -- inputs -------------------------------------------------------------------------------------------
 
@@ -256,10 +262,6 @@ class TranscribeJob(CGPUJob):
     def job_file(self, chunk_seconds: float) -> Path:
         path = super().job_file(chunk_seconds)
         if self._model_on_runtime:
-            import json
-
-            from ..util import write_json
-
             data = json.loads(path.read_text())
             data["params"]["model"] = self._model_on_runtime
             write_json(path, data)
