@@ -59,3 +59,26 @@ def sleepy(monkeypatch):
     from support.sleepy import SleepyJob
 
     return SleepyJob
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability figures of this run: faults injected and survived, items lost and redone, and what each
+    hostile input got (recorded in docs/reliability.md)."""
+    import json
+    import sys
+
+    faults = getattr(sys.modules.get("test_reliability"), "FAULTS", None)
+    table = getattr(sys.modules.get("test_hostile"), "HOSTILE_TABLE", None)
+    if not faults and not table:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("reliability")
+    if faults:
+        lost = faults["faults injected"] - faults["faults survived"]
+        write(f"faults injected: {faults['faults injected']}, survived: {faults['faults survived']}, "
+              f"runs with items lost: {lost}, items redone: {faults['items redone']}")
+    for label, name, outcome in table or []:
+        write(f"  {label:40} {name:28} {outcome[:110]}")
+    artifacts = TESTS_DIR.parent / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "reliability.json").write_text(json.dumps({"faults": dict(faults or {}), "hostile": table or []}, indent=1))

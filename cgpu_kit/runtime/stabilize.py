@@ -80,6 +80,14 @@ class StabilizeProcessor(Processor):
         detect, transform = commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name)
         cwd = trf.parent
         ctx.run(detect, step="detect", cwd=cwd)
+        damage = [line for line in ctx.stderr_tail if "partial file" in line or "Error while decoding" in line]
+        if any("partial file" in line for line in damage):
+            raise ItemError(
+                "the file is truncated (ffmpeg: partial file): only its beginning can be read, so its output would "
+                "be cut short; re-export or re-download it"
+            )
+        if damage:
+            ctx.metadata["warning"] = f"ffmpeg reported damaged frames: {damage[-1]}"
         if not trf.exists() or trf.stat().st_size == 0:
             raise ItemError("vidstabdetect wrote no transforms; is the clip empty?")
         ctx.run(transform, step="transform", cwd=cwd)
