@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 from cgpu_harness import FAKE, fake_cgpu, no_pwned  # noqa: E402,F401
 
 from cgpu_kit.exceptions import (  # noqa: E402
-    CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, RemoteCommandError,
+    CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, RemoteCommandError, RuntimeLostError,
 )
 from cgpu_kit.requirements import Requirements  # noqa: E402
 from cgpu_kit.transports import get_transport  # noqa: E402
@@ -177,9 +177,11 @@ def test_when_a_download_breaks_then_the_next_try_resumes_at_the_first_missing_c
     assert sorted(p.name for p in dest.parent.iterdir()) == ["out.zip"]
 
 
-def test_when_a_file_is_missing_on_the_runtime_then_get_says_so(fake_cgpu, tmp_path):
+def test_when_a_file_is_missing_on_the_runtime_then_get_says_so_and_a_missing_folder_means_recycled(fake_cgpu, tmp_path):
     with pytest.raises(RemoteCommandError, match="no such file"):
         CgpuTransport().get(str(fake_cgpu.root / "nothing.zip"), tmp_path / "x.zip", timeout=30)
+    with pytest.raises(RuntimeLostError):
+        CgpuTransport().get(str(fake_cgpu.root / "job_x" / "ready" / "out_0000.zip"), tmp_path / "x.zip", timeout=30)
 
 
 # -- set-up ----------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..exceptions import (
-    CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, RemoteCommandError,
+    CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, RemoteCommandError, RuntimeLostError,
 )
 from ..requirements import Requirements
 from ..util import file_sha256, write_json
@@ -69,12 +69,12 @@ _UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 #: runs on the runtime: prints the file's size and sha256, then chunks [start, start+count) as base64
 _GET_SCRIPT = """\
-import base64,hashlib,sys
+import base64,hashlib,os,sys
 p,start,count,cb=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),int(sys.argv[4])
 try:
     f=open(p,'rb')
 except OSError as e:
-    print('NOFILE',e.errno,flush=True);sys.exit(2)
+    print('NOFILE',e.errno,int(os.path.isdir(os.path.dirname(p))),flush=True);sys.exit(2)
 with f:
     h=hashlib.sha256()
     for b in iter(lambda:f.read(1<<20),b''):h.update(b)
@@ -280,9 +280,9 @@ class CgpuTransport(Transport):
         call = self._invoke(["run", wrap(command, token)], timeout=timeout, end_token=token)
         frame = unframe(call.stdout, token)
         if frame.exit_code is None:
-            how = "never started" if not frame.begun else "broke before the command's end"
+            how = "before the command's output began" if not frame.begun else "before the command's end"
             raise ConnectionLostError(
-                f"cgpu run {how} (cgpu exit {call.exit_code}{': ' + call.stderr_tail() if call.stderr else ''})",
+                f"cgpu run lost its answer {how} (cgpu exit {call.exit_code}{': ' + call.stderr_tail() if call.stderr else ''})",
                 output="\n".join(frame.lines),
             )
         return CommandResult(frame.exit_code, "\n".join(frame.lines))
@@ -344,6 +344,8 @@ class CgpuTransport(Transport):
                 self._take_chunks(exc.output, state, partial, state_file)
                 raise
             if result.exit_code == 2 and "NOFILE" in result.output:
+                if re.search(r"^NOFILE \d+ 0$", result.output, re.M):
+                    raise RuntimeLostError(f"{remote}: its folder is gone from the runtime (recycled?)", output=result.output)
                 raise RemoteCommandError(f"{remote}: no such file on the runtime", exit_code=2, output=result.output)
             result.check(f"reading {remote}")
             before = state["done"]

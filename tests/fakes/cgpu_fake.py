@@ -207,7 +207,9 @@ def _terminal_bash() -> tuple[subprocess.Popen, int]:
     for name in list(env):
         if name.startswith("CGPU_FAKE_") or name == "CGPU_BIN":
             del env[name]
-    env.update(PS1=r"\w# ", TERM="xterm-256color", HISTFILE="/dev/null", CGPU_FAKE_RUNTIME=runtime_id(), HOME=env.get("HOME", "/root"))
+    # the runtime's python3 is the interpreter running this stand-in (not a slow version-manager shim)
+    path = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    env.update(PS1=r"\w# ", TERM="xterm-256color", HISTFILE="/dev/null", CGPU_FAKE_RUNTIME=runtime_id(), PATH=path)
     proc = subprocess.Popen(
         ["bash", "--norc", "--noprofile", "-i"], stdin=slave, stdout=slave, stderr=slave, cwd="/", env=env,
         start_new_session=True, preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,18 @@ class FakeCgpu:
         self.rules_path = base / "cgpu_rules.json"
         self.log_path = base / "cgpu_calls.jsonl"
         self.rules_path.write_text(json.dumps({"rules": []}))
+        # the stand-in started by this very interpreter: a version-manager shim would cost 0.2 s a call
+        self.executable = base / "bin" / "cgpu"
+        self.executable.parent.mkdir()
+        self.executable.write_text(
+            f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(FAKE.parent)!r})\n"
+            "from cgpu_fake import main\nsys.exit(main(sys.argv[1:]))\n"
+        )
+        self.executable.chmod(0o755)
 
     def env(self) -> dict[str, str]:
         return {
-            "CGPU_BIN": str(FAKE), "CGPU_FAKE_CONTENT": str(self.root), "CGPU_KIT_REMOTE_ROOT": str(self.root),
+            "CGPU_BIN": str(self.executable), "CGPU_FAKE_CONTENT": str(self.root), "CGPU_KIT_REMOTE_ROOT": str(self.root),
             "CGPU_FAKE_RULES": str(self.rules_path), "CGPU_FAKE_LOG": str(self.log_path),
         }
 
@@ -68,7 +77,7 @@ def fake_cgpu(tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     for name in ("CGPU_FAKE_AUTH", "CGPU_FAKE_LATENCY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CGPU_KIT_POLL_INTERVAL", "0.3")
+    monkeypatch.setenv("CGPU_KIT_POLL_INTERVAL", "0.5")
     monkeypatch.setenv("CGPU_KIT_CHUNK_SECONDS", "0")
     yield fake
     fake.cleanup()

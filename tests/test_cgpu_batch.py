@@ -1,0 +1,109 @@
+"""Whole stabilization batches through the stand-in cgpu: same results as local, faults survived, recycles resumed."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+
+from cgpu_harness import fake_cgpu, no_pwned  # noqa: E402,F401
+
+import cgpu_kit  # noqa: E402
+from cgpu_kit.jobs.stabilize import StabilizeJob  # noqa: E402
+from cgpu_kit.manager import RetryPolicy  # noqa: E402
+from cgpu_kit.media import probe  # noqa: E402
+from cgpu_kit.results import ItemStatus, JobStatus  # noqa: E402
+from cgpu_kit.util import file_sha256, read_jsonl  # noqa: E402
+
+CLIP = dict(width=160, height=120, frames=30, jitter=8)
+
+
+@pytest.fixture
+def manager(fresh_manager):
+    fresh_manager.retry_policy = RetryPolicy(sleep=lambda s: None)
+    return fresh_manager
+
+
+def clips(shaky_clip, folder: Path, names: list[str]) -> list[Path]:
+    """Different small shaky clips under the given (odd) names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for n, name in enumerate(names):
+        (folder / name).write_bytes(shaky_clip(**CLIP, seed=n).read_bytes())
+        out.append(folder / name)
+    return out
+
+
+def test_when_faults_hit_upload_launch_poll_and_download_then_the_batch_still_matches_the_local_runtime(
+    fake_cgpu, manager, shaky_clip, tmp_path, monkeypatch,
+):
+    """One batch, every kind of fault once, odd file names; nothing lost, nothing sent twice, same outputs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CGPU_KIT_GET_CHUNK_BYTES", "4096")
+    fake_cgpu.set_rules(
+        {"fault": "lose_end", "command": "copy", "match": "part_0000.zip"},           # upload: arrived, answer lost
+        {"fault": "never_starts", "command": "copy", "match": "template.ipynb"},      # upload: never started
+        {"fault": "lose_end", "command": "run", "match": "cgpu_kit.runtime.driver", "keep": 0},  # launch
+        {"fault": "never_starts", "command": "run", "match": "cgpu_kit.runtime.status", "nth": 2},  # poll
+        {"fault": "lose_end", "command": "run", "match": "cgpu_kit.runtime.status", "nth": 3},      # poll
+        {"fault": "lose_end", "command": "run", "match": "out_0000.zip", "keep": 0.5},            # download
+    )
+    names = ["$(touch pwned).mp4", "it's \"quoted\" `touch pwned`.mp4", "plain.mp4"]
+    inputs = clips(shaky_clip, tmp_path / "in", names)
+    job = StabilizeJob(inputs, tmp_path / "cgpu", backend="cgpu", preset="ultrafast")
+    remote = manager.run(job)
+    local = cgpu_kit.stabilize(inputs, tmp_path / "local", preset="ultrafast")
+
+    assert local.status is JobStatus.COMPLETED, local.error
+    assert remote.status is JobStatus.COMPLETED, (remote.error, remote.remote_log)
+    assert [i.status for i in remote.items] == [ItemStatus.DONE] * 3
+    outputs = lambda r: sorted(Path(o).name for i in r.items for o in i.outputs)  # noqa: E731
+    assert outputs(remote) == outputs(local) == sorted(names)
+    for name in names:
+        here, there = tmp_path / "local" / name, tmp_path / "cgpu" / name
+        assert probe(there).frames == probe(here).frames == CLIP["frames"]
+        assert file_sha256(there) == file_sha256(here)  # same ffmpeg, same x264 threads: the same bytes
+    assert no_pwned(tmp_path, tmp_path / "in", fake_cgpu.root, Path("/"), Path.cwd()) == []
+
+    assert fake_cgpu.fired() == [1, 1, 1, 1, 1, 1]
+    assert remote.metadata["transport_retries"] >= 5  # the upload whose answer was lost needed none
+    copies = fake_cgpu.complete_copies()
+    assert copies and set(copies.values()) == {1}, copies  # no file reached the runtime twice
+    runtime_log = (job.state_dir / "runtime.log").read_text()
+    assert len(re.findall(r"stabilize: 3 items", runtime_log)) == 1  # the lost launch answer started no second driver
+    gets = [int(re.search(r"out_0000\.zip'? (\d+) ", c["text"]).group(1)) for c in fake_cgpu.calls()
+            if c["cmd"] == "run" and "out_0000.zip" in c["text"]]
+    assert gets[0] == 0 and gets[1] > 0  # the broken download resumed where it broke
+    assert Path(remote.log_path).is_file() and not list(fake_cgpu.root.glob("job_*"))  # logs home, work folder removed
+
+
+def test_when_the_runtime_is_recycled_mid_batch_then_it_is_set_up_again_and_only_unfinished_items_run(
+    fake_cgpu, manager, shaky_clip, tmp_path,
+):
+    # recycled just as the second finished item is fetched: the first is home, the others are not
+    fake_cgpu.set_rules({"fault": "recycle", "command": "run", "match": "out_0001.zip"})
+    inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"])
+    job = StabilizeJob(inputs, tmp_path / "out", backend="cgpu", preset="ultrafast", workers=1)
+    delivered: list[str] = []
+    job.on_item = lambda _job, item: delivered.append(item.item_id)
+    result = manager.run(job)
+    assert result.status is JobStatus.COMPLETED, (result.error, result.remote_log)
+    assert fake_cgpu.fired() == [1]
+    assert sorted(delivered) == ["i0000", "i0001", "i0002"]
+    assert next(iter(manager.sessions.values())).setups == 2
+    second_run = [r["item_id"] for r in read_jsonl(job.state_dir / "results.jsonl")]
+    first_run = [i for i in delivered if i not in second_run]
+    assert first_run == ["i0000"] and sorted(second_run) == ["i0001", "i0002"]
+    assert len(second_run) == len(set(second_run)) and not set(first_run) & set(second_run)
+    parts = [c for c in fake_cgpu.calls() if c["cmd"] == "copy" and c.get("dest", "").endswith("part_0000.zip")]
+    assert len(parts) == 2
+    bundles = [c for c in fake_cgpu.calls() if c["cmd"] == "copy" and c.get("dest", "").endswith("bundle.zip")]
+    assert len(bundles) == 2  # the recycled runtime lost the shipped cgpu_kit; it was shipped again
+    for item in result.items:
+        assert probe(Path(item.outputs[0])).frames == CLIP["frames"]
+    assert json.loads((job.state_dir / "status.json").read_text())["exit_code"] == 0
