@@ -152,18 +152,31 @@ def test_when_a_batch_holds_a_corrupt_image_and_unsupported_files_then_they_fail
     tone = tmp_path / "tone.m4a"
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", f"file:{tone}"], check=True)
 
-    result = cgpu_kit.upscale([good, damaged, headless, notes, tone], tmp_path / "out", model=FAST, scale=2)
+    clear = tmp_path / "see-through.png"
+    Image.open(good).convert("RGBA").save(clear)
+    photo = tmp_path / "photo.jpg"
+    Image.open(good).save(photo, quality=95)
+    with Image.open(clear) as img:
+        img.putalpha(Image.new("L", img.size, 128))
+        img.save(clear)
+
+    result = cgpu_kit.upscale([good, damaged, clear, headless, photo, notes, tone], tmp_path / "out", model=FAST, scale=2)
 
     assert result.status is JobStatus.PARTIAL
-    assert item(result, "good.png").status is ItemStatus.DONE
+    assert {Path(i.input_path).name for i in result.items if i.ok} == {"good.png", "see-through.png", "photo.jpg"}
     assert rgb(tmp_path / "out" / "good.png").shape == (96, 128, 3)
+    with Image.open(tmp_path / "out" / "see-through.png") as img:  # transparency kept
+        assert img.mode == "RGBA" and img.size == (128, 96)
+        assert abs(np.asarray(img)[..., 3].astype(int) - 128).max() <= 2
+    with Image.open(tmp_path / "out" / "photo.jpg") as img:  # format=auto keeps the input's
+        assert img.format == "JPEG" and img.size == (128, 96)
     errors = {Path(i.input_path).name: i.error for i in result.items if i.status is ItemStatus.FAILED}
     assert set(errors) == {"damaged.png", "header only.png", "notes.txt", "tone.m4a"}
     assert "cannot decode the image" in errors["damaged.png"] and str(damaged) in errors["damaged.png"]
     assert "damaged" in errors["header only.png"]
     assert "give an image (png, jpg, webp) or a video" in errors["notes.txt"]
     assert "upscale needs image or video" in errors["tone.m4a"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file()) == ["good.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file()) == ["good.png", "photo.jpg", "see-through.png"]
 
 
 # -- videos -------------------------------------------------------------------------------------------------
