@@ -22,6 +22,7 @@ from .jobs import JOB_TYPES, job_class
 from .manager import CGPUJobManager
 from .params import Param
 from .results import ItemResult, ItemStatus, JobResult, JobStatus
+from .samples import sample_inputs
 
 log = logging.getLogger("cgpu_kit.cli")
 
@@ -100,18 +101,6 @@ def _params_from(args: argparse.Namespace, cls: Any) -> dict[str, Any]:
     return {p.name: getattr(args, p.name) for p in cls.params_spec if getattr(args, p.name, None) is not None}
 
 
-def _sample_inputs(job_type: str, out: Path) -> list[Path]:
-    from .runtime.processor import load_processor
-
-    folder = Path(os.environ.get("CGPU_KIT_SAMPLES") or Path.home() / ".cache" / "cgpu_kit" / "samples") / job_type
-    if job_type == "stabilize":
-        from .samples import sample_clips
-
-        return sample_clips(folder)
-    existing = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
-    return existing or load_processor(job_type).make_samples(folder)
-
-
 class _Progress:
     """A tqdm bar over the batch's items, advanced as each one finishes."""
 
@@ -153,7 +142,7 @@ def run_job_command(args: argparse.Namespace) -> int:
     cls = job_class(args.job_type)
     inputs: list[Path] = [Path(i) for i in args.inputs]
     if args.samples:
-        inputs += _sample_inputs(args.job_type, Path(args.out))
+        inputs += sample_inputs(args.job_type)
     if not inputs:
         raise CgpuKitError(f"no inputs: give files to {args.job_type}, or --samples")
     options: dict[str, Any] = dict(

@@ -33,6 +33,7 @@ from .jobs.base import CGPUJob
 from .manager import CGPUJobManager
 from .params import Param
 from .results import ItemResult, ItemStatus, JobResult, JobStatus
+from .samples import sample_inputs
 from .transports import TRANSPORTS
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,6 @@ def _expand_one(text: str) -> list[Path]:
         return [path]
     matches = glob.glob(os.path.expanduser(text), recursive=True)
     return sorted(Path(m) for m in matches if Path(m).is_file())
-
-
-def sample_inputs(job_type: str) -> list[Path]:
-    """The job type's generated sample inputs (what ``cgpu-kit JOB --samples`` adds)."""
-    from .cli import _sample_inputs
-
-    return _sample_inputs(job_type, Path(tempfile.gettempdir()))
 
 
 def available_job_types() -> dict[str, type[CGPUJob]]:
