@@ -11,6 +11,7 @@ Every input gets an :class:`~cgpu_kit.results.ItemResult`; a bad input fails alo
 from __future__ import annotations
 
 import abc
+import concurrent.futures as cf
 import logging
 import os
 import shutil
@@ -165,6 +166,7 @@ class CGPUJob(abc.ABC):
         self.items = []
         seen: dict[Path, ItemResult] = {}
         taken: set[str] = set()
+        checked = self._check_all(self.inputs)
         for n, raw in enumerate(self.inputs):
             result = ItemResult(input_path=str(raw), item_id=f"i{n:04d}")
             self.items.append(result)
@@ -177,8 +179,7 @@ class CGPUJob(abc.ABC):
                     result.metadata["duplicate_of"] = seen[real].item_id
                     continue
                 seen[real] = result
-                info = self._validate(path)
-                sha = file_sha256(path)
+                info, sha = checked[n]()
                 key = item_key(self.job_type, sha, self.params, self.tool_version())
                 stem = self._ledger.stem_for(path.stem, key, taken)
                 taken.add(stem)
@@ -210,6 +211,18 @@ class CGPUJob(abc.ABC):
             log.info("%d item(s) already done in %s: skipped (use force=True / --force to redo them)", skipped, self.out_dir)
         self._prepared = True
         self.timings["prepare"] = round(time.monotonic() - started, 3)
+
+    def _check_all(self, inputs: Sequence[Path]) -> list[Callable[[], tuple[MediaInfo, str]]]:
+        """Probe and hash every input side by side (ffprobe and disk bound); each result re-raises its error."""
+        def check(raw: Path) -> tuple[MediaInfo, str]:
+            path = raw.expanduser().absolute()
+            return self._validate(path), file_sha256(path)
+
+        def outcome(future: "cf.Future[tuple[MediaInfo, str]]") -> Callable[[], tuple[MediaInfo, str]]:
+            return future.result
+
+        with cf.ThreadPoolExecutor(max(1, min(8, len(inputs)))) as pool:
+            return [outcome(pool.submit(check, raw)) for raw in inputs]
 
     def _validate(self, path: Path) -> MediaInfo:
         if not path.exists():
