@@ -216,6 +216,27 @@ def test_when_a_video_runs_past_its_item_timeout_then_it_fails_and_leaves_no_ffm
     assert [pid for pid in _processes_mentioning(str(clip))] == []
 
 
+def test_when_the_encoder_fails_then_the_item_error_carries_its_stderr_and_both_ffmpegs_are_gone(tmp_path):
+    from cgpu_kit.jobs.upscale import UPSCALE_PARAMS
+    from cgpu_kit.runtime.context import ItemContext, ItemError, RuntimeItem
+    from cgpu_kit.runtime.upscale import stream_frames, video_stream
+
+    clip = make_sample_video(tmp_path / "src clip.mp4", width=32, height=24, frames=30, fps=10)
+    ctx = ItemContext(RuntimeItem("i0000", clip.name, clip, 0), tmp_path / "out", {}, timeout=60)
+    stream = video_stream(ctx, clip, {})
+    dest = tmp_path / "no such folder" / "out.mp4"  # the encoder cannot open its output
+
+    def double(frame: bytes) -> bytes:
+        pixels = np.frombuffer(frame, np.uint8).reshape(24, 32, 3)
+        return pixels.repeat(2, axis=0).repeat(2, axis=1).tobytes()
+
+    params = UPSCALE_PARAMS.resolve({})
+    with pytest.raises(ItemError, match="encod.*No such file or directory"):
+        stream_frames(ctx, clip, dest, stream, double, 64, 48, params, "aac", ffmpeg="ffmpeg")
+    assert _processes_mentioning(str(clip)) == []
+    assert any(line.startswith("encoder: ") for line in ctx.stderr_tail)
+
+
 def _processes_mentioning(text: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():

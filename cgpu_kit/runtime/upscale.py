@@ -674,7 +674,11 @@ class UpscaleProcessor(Processor):
 
         log.info("%s: %dx%d -> %dx%d, %s frames at %s fps", ctx.item.item_id, w, h, ow, oh, stream.frames or "?", stream.rate)
         started = time.monotonic()
-        frames = stream_frames(ctx, src, dest, stream, upscale, ow, oh, self.params, audio, ffmpeg=self._ffmpeg)
+        try:
+            frames = stream_frames(ctx, src, dest, stream, upscale, ow, oh, self.params, audio, ffmpeg=self._ffmpeg)
+        except BaseException:
+            dest.unlink(missing_ok=True)  # a partial video is no output
+            raise
         seconds = time.monotonic() - started
         ctx.timings["pipeline"] = round(seconds, 3)
         ctx.metadata.update(
