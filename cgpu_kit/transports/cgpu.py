@@ -38,11 +38,15 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..exceptions import (
     CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, RemoteCommandError, RuntimeLostError,
 )
 from ..requirements import Requirements
+
+if TYPE_CHECKING:
+    from ..bundle import Bundle
 from ..util import file_sha256, write_json
 from .base import CommandResult, Transport, sh
 
@@ -181,6 +185,7 @@ class CgpuTransport(Transport):
         #: once the end marker is in, cgpu gets this long to close before it is stopped
         self.close_grace = 10.0
         self.calls = 0
+        self._bundle: "Bundle | None" = None
 
     # -- paths ----------------------------------------------------------------------------------------------
 
@@ -247,6 +252,9 @@ class CgpuTransport(Transport):
                     return call
                 except subprocess.TimeoutExpired:
                     pass
+        except BaseException:  # an interrupt or a login prompt: cgpu runs in its own session, stop it here
+            self._kill(proc)
+            raise
         finally:
             sel.close()
         self._kill(proc)
@@ -423,7 +431,7 @@ class CgpuTransport(Transport):
         from ..bundle import build_bundle
 
         deadline = time.monotonic() + timeout
-        bundle = build_bundle()
+        bundle = self._bundle = build_bundle()
         wanted, encoded = self._spec(requirements)
         if self._marker_matches(wanted, bundle.sha256, timeout=min(timeout, 120)):
             log.info("the runtime %s is already set up", self.remote_root)
@@ -464,7 +472,8 @@ class CgpuTransport(Transport):
         from ..bundle import build_bundle
 
         wanted, _ = self._spec(requirements)
-        return self._marker_matches(wanted, build_bundle().sha256, timeout=timeout)
+        bundle = self._bundle or build_bundle()  # the code this session shipped, even if the sources moved on
+        return self._marker_matches(wanted, bundle.sha256, timeout=timeout)
 
 
 def _load_state(path: Path | None, remote: str, chunk_bytes: int) -> dict:
