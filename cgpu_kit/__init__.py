@@ -1,29 +1,40 @@
-"""cgpu_kit: GPU media jobs (Whisper, Real-ESRGAN, vidstab) on whole batches, on Colab through cgpu or locally."""
+"""cgpu_kit: GPU media jobs (Whisper, Real-ESRGAN, vidstab) on whole batches, on Colab through cgpu or locally.
+
+The names below load on first use, so ``import cgpu_kit`` (and every runtime-side module, such as the
+status command polled during a batch) stays fast.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .api import run, stabilize, transcribe, upscale
-from .exceptions import (
-    CgpuAuthError, CgpuKitError, InputError, JobError, MissingDependencyError, ParameterError, TransportError,
-)
-from .jobs.base import CGPUJob
-from .jobs.stabilize import StabilizeJob
-from .manager import CGPUJobManager
-from .results import ItemResult, ItemStatus, JobResult, JobStatus
+_EXPORTS = {
+    "run": "api", "stabilize": "api", "transcribe": "api", "upscale": "api",
+    "CgpuAuthError": "exceptions", "CgpuKitError": "exceptions", "InputError": "exceptions",
+    "JobError": "exceptions", "MissingDependencyError": "exceptions", "ParameterError": "exceptions",
+    "TransportError": "exceptions",
+    "CGPUJob": "jobs.base", "StabilizeJob": "jobs.stabilize", "CGPUJobManager": "manager",
+    "ItemResult": "results", "ItemStatus": "results", "JobResult": "results", "JobStatus": "results",
+}
+
+__all__ = sorted([*_EXPORTS, "TranscribeJob", "UpscaleJob"])
 
 
-def __getattr__(name: str):
-    if name in ("TranscribeJob", "UpscaleJob"):
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in ("TranscribeJob", "UpscaleJob"):
         from .jobs import job_class
 
-        return job_class(name[: -len("Job")].lower())
-    raise AttributeError(f"module 'cgpu_kit' has no attribute {name!r}")
+        value = job_class(name[: -len("Job")].lower())
+    else:
+        raise AttributeError(f"module 'cgpu_kit' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
-__all__ = [
-    "CGPUJob", "CGPUJobManager", "CgpuAuthError", "CgpuKitError", "InputError", "ItemResult", "ItemStatus",
-    "JobError", "JobResult", "JobStatus", "MissingDependencyError", "ParameterError", "StabilizeJob",
-    "TranscribeJob", "TransportError", "UpscaleJob", "run", "stabilize", "transcribe", "upscale",
-]
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

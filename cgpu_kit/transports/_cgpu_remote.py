@@ -97,6 +97,7 @@ def missing(spec: dict, lib: Path) -> dict[str, list[str]]:
         sys.path.insert(0, str(lib))
     return {
         "pip": [r for r in spec.get("pip", []) if not _satisfied(r)],
+        "pip_no_deps": [r for r in spec.get("pip_no_deps", []) if not _satisfied(r)],
         "apt": [p for p in spec.get("apt", []) if not _apt_installed(p)],
         "modules": [m for m in spec.get("modules", []) if importlib.util.find_spec(m) is None],
         "programs": [p for p in spec.get("programs", []) if shutil.which(p) is None],
@@ -105,7 +106,7 @@ def missing(spec: dict, lib: Path) -> dict[str, list[str]]:
 
 def write_marker(home: Path, bundle_sha: str, spec: dict) -> None:
     marker = {"bundle": bundle_sha, "key": spec_key(bundle_sha, spec), "python": sys.executable, "time": time.time(),
-              **{k: sorted(spec.get(k, [])) for k in ("pip", "apt", "modules", "programs")}}
+              **{k: sorted(spec.get(k, [])) for k in ("pip", "apt", "modules", "programs", "pip_no_deps")}}
     tmp = home / ".ready.json.tmp"
     tmp.write_text(json.dumps(marker, sort_keys=True))
     os.replace(tmp, home / "ready.json")
@@ -122,6 +123,8 @@ def install(home: Path, bundle_sha: str, spec: dict) -> int:
     if apt:
         steps.append(["apt-get", "update", "-qq"])
         steps.append(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *apt])
+    if todo["pip_no_deps"]:
+        steps.append([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *spec.get("pip_options", []), *todo["pip_no_deps"]])
     if todo["pip"] or todo["modules"]:
         steps.append([sys.executable, "-m", "pip", "install", "-q", *spec.get("pip_options", []), *(todo["pip"] or spec.get("pip", []))])
     error = None

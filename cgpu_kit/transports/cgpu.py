@@ -414,7 +414,8 @@ class CgpuTransport(Transport):
     def _spec(self, requirements: Requirements) -> tuple[Requirements, str]:
         wanted = BASE_REQUIREMENTS | requirements
         spec = {"pip": list(wanted.pip), "apt": list(wanted.apt), "modules": list(wanted.modules),
-                "programs": list(wanted.programs), "pip_options": list(wanted.pip_options)}
+                "programs": list(wanted.programs), "pip_options": list(wanted.pip_options),
+                "pip_no_deps": list(wanted.pip_no_deps)}
         return wanted, base64.b64encode(json.dumps(spec).encode()).decode()
 
     def _setup_call(self, mode: str, bundle_sha: str, encoded: str, *, timeout: float) -> dict:
@@ -464,7 +465,7 @@ class CgpuTransport(Transport):
                 except json.JSONDecodeError:
                     break
                 return have.get("bundle") == bundle_sha and all(
-                    set(getattr(wanted, k)) <= set(have.get(k, [])) for k in ("pip", "apt", "modules", "programs")
+                    set(getattr(wanted, k)) <= set(have.get(k, [])) for k in ("pip", "apt", "modules", "programs", "pip_no_deps")
                 )
         raise ConnectionLostError("the set-up marker's check came back garbled", output=result.output)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -19,7 +20,6 @@ from cgpu_kit.runtime.context import ItemContext, ItemError
 from cgpu_kit.runtime.processor import Processor
 from cgpu_kit.templates import template_path
 
-HERE = Path(__file__).resolve().parent
 
 
 class SleepyJob(CGPUJob):
@@ -37,9 +37,9 @@ class SleepyJob(CGPUJob):
         return Requirements()
 
     def template_file(self) -> Path:
-        path = HERE / "_generated" / "sleepy.ipynb"
+        path = Path(tempfile.gettempdir()) / "cgpu_kit_tests" / "sleepy.ipynb"  # not under tests/: nbmake would run it
         if not path.exists():
-            path.parent.mkdir(exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             text = template_path("stabilize.ipynb").read_text().replace('run_template(\\"stabilize\\"', 'run_template(\\"sleepy\\"')
             assert '\\"sleepy\\"' in text
             path.write_text(text)
