@@ -21,9 +21,8 @@ from cgpu_kit.runtime.processor import Processor
 from cgpu_kit.templates import template_path
 
 
-
 class SleepyJob(CGPUJob):
-    """Each item sleeps ``seconds`` (or the number in a file named ``sleep-N``), then copies its input."""
+    """Each item sleeps ``seconds``, then copies its input; inputs named in ``fail_names`` fail."""
 
     job_type: ClassVar[str] = "sleepy"
     template_name: ClassVar[str] = "sleepy.ipynb"
@@ -38,11 +37,9 @@ class SleepyJob(CGPUJob):
 
     def template_file(self) -> Path:
         path = Path(tempfile.gettempdir()) / "cgpu_kit_tests" / "sleepy.ipynb"  # not under tests/: nbmake would run it
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            text = template_path("stabilize.ipynb").read_text().replace('run_template(\\"stabilize\\"', 'run_template(\\"sleepy\\"')
-            assert '\\"sleepy\\"' in text
-            path.write_text(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = template_path("stabilize.ipynb").read_text()
+        path.write_text(text.replace('run_template(\\"stabilize\\"', 'run_template(\\"sleepy\\"'))
         return path
 
 
