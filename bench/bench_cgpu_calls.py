@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     lines = [
+        "## cgpu: calls and wall time per batch (`bench/bench_cgpu_calls.py`)\n\n"
         f"Stabilization of tiny clips (160x120, 30 frames, preset ultrafast) through the cgpu transport and the "
         f"stand-in `cgpu` (`tests/fakes/cgpu`) with **{args.latency:g} s of latency per call**, polling every "
         f"{args.poll:g} s, output chunks every 30 s (the default). The stand-in's runtime is this machine "
