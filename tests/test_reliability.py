@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -103,7 +102,6 @@ def _crash_on(monkeypatch, owner, name: str, *, after: bool, nth: int = 1) -> No
 
 
 def _crash_points():
-    from cgpu_kit import batch
     from cgpu_kit.jobs import base
 
     return {
@@ -206,7 +204,6 @@ def test_when_the_runtime_is_recycled_midway_then_it_is_set_up_again_and_only_un
     assert outputs == sorted(p.stem + ".bin" for p in inputs)
     processed = _processed(counter)
     # what finished and came home before the loss is not redone; only the item running then (killed) may be
-    delivered_before = [i for i in result.items if i.timings.get("total") is not None]
     assert set(processed) == {p.name for p in inputs} and sum(processed.values()) <= len(inputs) + 1
     FAULTS["items redone"] += sum(processed.values()) - len(inputs)
     FAULTS["faults survived"] += 1

@@ -288,25 +288,14 @@ def test_when_openai_whisper_is_not_installed_the_error_says_what_to_install(med
 
 
 def test_when_run_through_the_cgpu_stand_in_the_local_model_folder_travels_with_the_batch(
-        media, model_dir, tmp_path, monkeypatch, fresh_manager):
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
-    from cgpu_harness import FakeCgpu
-
+        media, model_dir, tmp_path, fake_cgpu, fresh_manager):
     from cgpu_kit import transcribe
     from cgpu_kit.manager import RetryPolicy
 
-    fake = FakeCgpu(tmp_path / "cgpu")
-    for name, value in fake.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("CGPU_KIT_POLL_INTERVAL", "0.3")
-    monkeypatch.setenv("CGPU_KIT_CHUNK_SECONDS", "0")
+    fake = fake_cgpu
     fresh_manager.retry_policy = RetryPolicy(sleep=lambda s: None)
     model = shutil.copytree(model_dir, tmp_path / "my model", symlinks=False)
-    try:
-        result = transcribe([media["video"]], tmp_path / "out", backend="cgpu", model=str(model),
-                            format=["srt", "json"])
-    finally:
-        fake.cleanup()
+    result = transcribe([media["video"]], tmp_path / "out", backend="cgpu", model=str(model), format=["srt", "json"])
     assert result.status is JobStatus.COMPLETED, (result.error, result.remote_log)
     work_dir = result.metadata["remote_work_dir"]
     assert f"{work_dir}/model/model.bin" in fake.complete_copies()  # the folder went with the batch

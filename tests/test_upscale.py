@@ -310,27 +310,14 @@ def test_when_this_machine_is_probed_then_the_devices_ncnn_sees_are_named_and_no
 # -- through the cgpu stand-in --------------------------------------------------------------------------------
 
 
-def test_when_run_through_the_cgpu_stand_in_then_images_and_videos_come_back_upscaled(tmp_path, monkeypatch, fresh_manager):
-    fakes = Path(__file__).resolve().parent / "fakes"
-    if not (fakes / "cgpu_harness.py").exists():
-        pytest.skip("the cgpu stand-in is not in this checkout")
-    monkeypatch.syspath_prepend(str(fakes))
-    from cgpu_harness import FakeCgpu
-
+def test_when_run_through_the_cgpu_stand_in_then_images_and_videos_come_back_upscaled(tmp_path, fake_cgpu, fresh_manager):
     from cgpu_kit.manager import RetryPolicy
 
-    fake = FakeCgpu(tmp_path / "cgpu")
-    for name, value in fake.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("CGPU_KIT_POLL_INTERVAL", "0.3")
-    monkeypatch.setenv("CGPU_KIT_CHUNK_SECONDS", "0")
+    fake = fake_cgpu
     fresh_manager.retry_policy = RetryPolicy(sleep=lambda s: None)
     image = small_picture(tmp_path / "in" / "photo $(x).png")
     clip = panning_clip(tmp_path / "in" / "-clip.mp4", frames=12)
-    try:
-        result = cgpu_kit.upscale([image, clip], tmp_path / "out", backend="cgpu", model=FAST, scale=2, preset="veryfast")
-    finally:
-        fake.cleanup()
+    result = cgpu_kit.upscale([image, clip], tmp_path / "out", backend="cgpu", model=FAST, scale=2, preset="veryfast")
 
     assert result.status is JobStatus.COMPLETED, (result.error, result.remote_log)
     assert result.metadata["remote_work_dir"].startswith(str(fake.root))

@@ -24,7 +24,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 from .. import __version__
 from ..batch import BatchItem, member_name, pack_part, safe_extract, split_parts
 from ..exceptions import (
-    ArchiveError, CgpuKitError, DiskSpaceError, InputError, RuntimeLostError, TransportError,
+    CgpuKitError, DiskSpaceError, InputError, RuntimeLostError, TransportError,
 )
 from ..ledger import STATE_DIR, Ledger, OutputLock, item_key
 from ..media import MediaInfo, probe
@@ -35,7 +35,7 @@ from ..results import ItemResult, ItemStatus, JobResult, JobStatus
 from ..runtime import layout
 from ..templates import template_path
 from ..transports.base import Transport
-from ..util import file_sha256, read_jsonl, write_json
+from ..util import file_sha256, write_json
 
 log = logging.getLogger(__name__)
 

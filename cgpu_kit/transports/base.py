@@ -19,9 +19,12 @@ import abc
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..exceptions import RemoteCommandError
+
+if TYPE_CHECKING:
+    from ..requirements import Requirements
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,10 @@ class Transport(abc.ABC):
     def get(self, remote: str, local: Path, *, timeout: float) -> None:
         """Copy a runtime file to ``local`` atomically."""
 
-    def setup(self, requirements: "Requirements", *, timeout: float) -> None:  # noqa: F821
+    def setup(self, requirements: "Requirements", *, timeout: float) -> None:
         """Make the runtime able to run jobs needing ``requirements``; the manager calls it once per session."""
 
-    def is_set_up(self, requirements: "Requirements", *, timeout: float) -> bool:  # noqa: F821
+    def is_set_up(self, requirements: "Requirements", *, timeout: float) -> bool:
         """Whether the runtime still holds what :meth:`setup` did (a recycled runtime does not)."""
         return True
 

@@ -6,7 +6,6 @@ plugin would add a job type.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
