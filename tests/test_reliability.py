@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -209,21 +212,30 @@ def test_when_the_runtime_is_recycled_midway_then_it_is_set_up_again_and_only_un
     FAULTS["faults survived"] += 1
 
 
-def _kill_processes_in(folder: Path) -> None:
-    """Kill every process working in ``folder`` (the driver and its kernel), as a recycled runtime would."""
+def _processes_in(folder: Path) -> list[int]:
+    """Processes working in ``folder`` (a batch's driver, its kernel, its tools)."""
+    found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             cwd = Path(os.readlink(proc / "cwd"))
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if cwd == folder or folder in cwd.parents or str(folder) in cmdline:
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if state != "Z" and (cwd == folder or folder in cwd.parents or str(folder) in cmdline):
+            found.append(int(proc.name))
+    return found
+
+
+def _kill_processes_in(folder: Path) -> None:
+    """Kill every process working in ``folder``, as a recycled runtime would."""
+    for pid in _processes_in(folder):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_when_two_runs_share_an_output_folder_then_the_second_is_refused_clearly(shaky_clip, tmp_path):
@@ -247,3 +259,75 @@ def test_when_the_batch_would_not_fit_on_disk_then_it_is_refused_before_anything
     assert result.status is JobStatus.FAILED
     assert "1 kB free but this batch needs about" in result.error
     assert not list(Path(os.environ["CGPU_KIT_LOCAL_ROOT"]).glob("job_*/parts/*.zip"))
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cgpu_kit", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_when_ctrl_c_hits_the_cli_then_finished_items_are_kept_and_the_same_command_does_only_the_rest(shaky_clip, tmp_path):
+    clips = [copy_as(shaky_clip(width=320, height=240, frames=60, jitter=12, seed=k % 2), tmp_path / "in" / f"c{k}.mp4")
+             for k in range(5)]
+    out = tmp_path / "out"
+    args = ["stabilize", *map(str, clips), "-o", str(out), "--workers", "1", "--preset", "medium", "-q"]
+    run = _cli(*args)
+    deadline = time.monotonic() + 120
+    while not any(p.suffix == ".mp4" for p in out.glob("*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+
+    assert run.returncode == 130, err
+    assert "cancelled" in err and "run the same command again" in err
+    kept = sorted(p.name for p in out.glob("*.mp4"))
+    assert 1 <= len(kept) < len(clips), err
+    settle = time.monotonic() + 10  # the driver wrote its status and is exiting
+    while _processes_in(Path(os.environ["CGPU_KIT_LOCAL_ROOT"])) and time.monotonic() < settle:
+        time.sleep(0.1)
+    left = [Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in _processes_in(Path(os.environ["CGPU_KIT_LOCAL_ROOT"]))]
+    assert not left, f"the runtime's work must stop too: {left}\n{err}"
+
+    again = _cli(*args)
+    _, err2 = again.communicate(timeout=300)
+    assert again.returncode == 0, err2
+    assert f"{len(kept)} skipped" in err2 and f"{len(clips) - len(kept)} done" in err2
+    assert sorted(p.name for p in out.glob("*.mp4")) == [c.name for c in clips]
+
+
+def test_when_the_process_died_then_cgpu_kit_attach_fetches_what_its_batch_produced(shaky_clip, tmp_path, monkeypatch):
+    from cgpu_kit import StabilizeJob
+
+    clips = [copy_as(shaky_clip(width=160, height=120, frames=20, jitter=8, seed=k), tmp_path / "in" / f"c{k}.mp4") for k in range(3)]
+    with monkeypatch.context() as patch:
+        _crash_on(patch, RemoteBatch, "launch", after=True)
+        job = StabilizeJob(clips, tmp_path / "out", preset="ultrafast")
+        with pytest.raises(Crash):
+            CGPUJobManager().run(job)
+    _die(job)
+
+    attach = _cli("attach", job.job_id)  # found through the per-user jobs index, no -o needed
+    _, err = attach.communicate(timeout=300)
+
+    assert attach.returncode == 0, err
+    assert "completed: 3 done" in err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == ["c0.mp4", "c1.mp4", "c2.mp4"]
+    again = _cli("attach", job.job_id, "-o", str(tmp_path / "nowhere"))
+    assert again.wait(timeout=60) == 2 and "no record of job" in again.stderr.read()
+
+
+def test_when_a_batch_is_larger_than_a_part_then_it_travels_in_parts_and_comes_back_whole(sleepy, shaky_clip, tmp_path, counter):
+    inputs = _inputs(shaky_clip, tmp_path, n=3)
+    sent = []
+    put = LocalTransport.put
+
+    class Recording(LocalTransport):
+        def put(self, local, remote, *, timeout):
+            sent.append(Path(remote).name)
+            return put(self, local, remote, timeout=timeout)
+
+    result = CGPUJobManager().run(sleepy(inputs, tmp_path / "out", part_bytes=1, backend=Recording()))
+
+    assert result.status is JobStatus.COMPLETED, result.summary()
+    assert sorted(n for n in sent if n.startswith("part_")) == ["part_0000.zip", "part_0001.zip", "part_0002.zip"]
+    _assert_exactly_once(tmp_path / "out", inputs, counter)
