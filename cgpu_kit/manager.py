@@ -19,7 +19,7 @@ from typing import Any, Callable
 import tenacity
 
 from .exceptions import CgpuKitError, RuntimeLostError, TransportError
-from .jobs.base import CLOSED, CGPUJob, find_plan, open_jobs
+from .jobs.base import CGPUJob, find_plan, open_jobs
 from .requirements import Requirements
 from .results import JobResult, JobStatus
 from .transports import get_transport
@@ -219,7 +219,7 @@ class CGPUJobManager:
         state: SessionState | None = None
         error: str | None = None
         try:
-            if not job._prepared:
+            if not job.prepared:
                 self.prepare(job)
             if job.pending:
                 state = self.session(job)
@@ -262,17 +262,16 @@ class CGPUJobManager:
         still be running or done on the runtime. Its finished items are fetched first, so the new run
         processes only what is missing.
         """
-        job._lock.acquire()
+        job.hold_output()
         try:
             for plan in open_jobs(job.out_dir, job.job_type):
                 old = type(job).from_plan(plan, backend=job.backend if isinstance(job.backend, Transport) else None)
-                old._lock = job._lock
-                job._lock.acquire()
+                old.hold_output(job)
                 log.warning("picking up job %s, left unfinished in %s", old.job_id, job.out_dir)
                 self.attach_job(old)
             job.prepare_local()
         finally:
-            job._lock.release()
+            job.release_output()
 
     def attach(self, job_id: str, out_dir: str | Path | None = None) -> JobResult:
         """Pick up a job that an earlier process started: wait for its batch and fetch what it produced."""
@@ -286,7 +285,7 @@ class CGPUJobManager:
 
         plan = json.loads(plan_path.read_text())
         job = job_class(plan["job_type"]).from_plan(plan)
-        job._lock.acquire()
+        job.hold_output()
         return self.attach_job(job)
 
     def attach_job(self, job: CGPUJob) -> JobResult:
@@ -299,8 +298,7 @@ class CGPUJobManager:
             job.download(state.transport)
         except RuntimeLostError as exc:
             error = f"its runtime no longer holds it ({exc}); run the batch again to redo what is missing"
-            job._logs_local = True
-            (job.state_dir / CLOSED).touch()
+            job.mark_closed()
         except CgpuKitError as exc:
             error = str(exc)
             log.warning("job %s: could not pick it up: %s", job.job_id, exc)
@@ -318,7 +316,7 @@ class CGPUJobManager:
 
     def _keep_logs(self, job: CGPUJob, transport: Transport) -> None:
         """A failed job's executed notebook and log come home before anything remote is removed."""
-        if job._logs_local:
+        if job.logs_local:
             return
         try:
             job.download(transport)
@@ -327,15 +325,6 @@ class CGPUJobManager:
 
     def _stop_after_interrupt(self, job: CGPUJob, transport: Transport) -> None:
         try:
-            remote = job.remote(transport)
-            remote.cancel()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                status = remote.poll(job._results_seen)
-                job._absorb(status, transport)
-                if status["state"] in ("finished", "absent", "dead", "uploaded"):
-                    break
-                time.sleep(transport.poll_interval)
-            job.download(transport)
+            job.stop(transport)
         except (CgpuKitError, KeyboardInterrupt) as exc:
             log.warning("job %s: stopped without fetching everything: %s", job.job_id, exc)

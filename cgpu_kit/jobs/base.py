@@ -108,8 +108,8 @@ class CGPUJob(abc.ABC):
         self._lock = OutputLock(self.out_dir)
         self._results_seen = 0
         self._chunks_done: set[str] = set()
-        self._logs_local = False
-        self._prepared = False
+        self.logs_local = False
+        self.prepared = False
 
     # -- what subclasses describe -------------------------------------------------------------------------
 
@@ -209,7 +209,7 @@ class CGPUJob(abc.ABC):
         skipped = sum(1 for i in self.items if i.status is ItemStatus.SKIPPED and "duplicate_of" not in i.metadata)
         if skipped:
             log.info("%d item(s) already done in %s: skipped (use force=True / --force to redo them)", skipped, self.out_dir)
-        self._prepared = True
+        self.prepared = True
         self.timings["prepare"] = round(time.monotonic() - started, 3)
 
     def _check_all(self, inputs: Sequence[Path]) -> list[Callable[[], tuple[MediaInfo, str]]]:
@@ -314,7 +314,7 @@ class CGPUJob(abc.ABC):
             job.inputs.append(Path(input_path))
             job.items.append(ItemResult(input_path=input_path, item_id=rec["item_id"]))
             job.batch_items[rec["item_id"]] = BatchItem(**rec)
-        job._prepared = True
+        job.prepared = True
         return job
 
     #: outputs are about this many times the size of the inputs (for the disk space check)
@@ -435,7 +435,7 @@ class CGPUJob(abc.ABC):
         """Forget what was seen of a runtime that was lost; items already delivered stay delivered."""
         self._results_seen = 0
         self._chunks_done = set()
-        self._logs_local = False
+        self.logs_local = False
         for result in self.items:
             if result.status is ItemStatus.CANCELLED:
                 result.status = ItemStatus.PENDING
@@ -513,13 +513,13 @@ class CGPUJob(abc.ABC):
             self.log_path = logs / layout.EXECUTED
         if (logs / layout.RUNTIME_LOG).exists():
             self.remote_log = _tail(logs / layout.RUNTIME_LOG)
-        self._logs_local = not unreachable
+        self.logs_local = not unreachable
         self.timings["download"] = round(self.timings.get("download", 0) + time.monotonic() - started, 3)
 
     def cleanup(self, transport: Transport | None) -> None:
         """Remove the remote work folder (only once the logs are local) and the local staging files."""
         try:
-            if transport is not None and self._logs_local:
+            if transport is not None and self.logs_local:
                 try:
                     self.remote(transport).remove()
                     (self.state_dir / CLOSED).touch()
@@ -537,6 +537,35 @@ class CGPUJob(abc.ABC):
     def cancel(self) -> None:
         """Ask the job to stop: the runtime stops after the running items, finished ones are kept."""
         self.cancel_event.set()
+
+    def stop(self, transport: Transport, *, grace: float = 60.0) -> None:
+        """Stop the remote batch now and bring home what it finished (after a local interrupt)."""
+        self.cancel()
+        remote = self.remote(transport)
+        remote.cancel()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            status = remote.poll(self._results_seen)
+            self._absorb(status, transport)
+            if status["state"] in ("finished", "absent", "dead", "uploaded"):
+                break
+            time.sleep(transport.poll_interval)
+        self.download(transport)
+
+    def hold_output(self, other: "CGPUJob | None" = None) -> None:
+        """Take the output folder's lock, or share ``other``'s (a job picking up leftovers in its folder)."""
+        if other is not None:
+            self._lock = other._lock
+        self._lock.acquire()
+
+    def release_output(self) -> None:
+        self._lock.release()
+
+    def mark_closed(self) -> None:
+        """Nothing is left of this job on its runtime: later runs need not pick it up."""
+        self.logs_local = True
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / CLOSED).touch()
 
     # -- the result ----------------------------------------------------------------------------------------
 

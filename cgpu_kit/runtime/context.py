@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +59,6 @@ class ItemContext:
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self.metadata: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
-        self._lock = threading.Lock()
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def output(self, suffix: str) -> Path:
