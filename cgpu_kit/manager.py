@@ -9,6 +9,7 @@ executed notebook and the runtime log of every job, failed ones first of all.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -281,8 +282,6 @@ class CGPUJobManager:
         if plan_path is None:
             where = f"in {out_dir}" if out_dir else "(give the output folder with -o)"
             raise CgpuKitError(f"no record of job {job_id} {where}")
-        import json
-
         plan = json.loads(plan_path.read_text())
         job = job_class(plan["job_type"]).from_plan(plan)
         job.hold_output()

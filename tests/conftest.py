@@ -21,6 +21,7 @@ def fresh_manager(tmp_path_factory, monkeypatch):
     root = tmp_path_factory.mktemp("runtime")
     monkeypatch.setenv("CGPU_KIT_LOCAL_ROOT", str(root))
     monkeypatch.setenv("CGPU_KIT_SAMPLES", str(tmp_path_factory.mktemp("samples")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))  # the jobs index, not the user's
     CGPUJobManager.reset()
     yield CGPUJobManager()
     CGPUJobManager.reset()

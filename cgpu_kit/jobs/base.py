@@ -11,6 +11,7 @@ Every input gets an :class:`~cgpu_kit.results.ItemResult`; a bad input fails alo
 from __future__ import annotations
 
 import abc
+import json
 import concurrent.futures as cf
 import logging
 import os
@@ -421,8 +422,6 @@ class CGPUJob(abc.ABC):
         if dest.exists():
             shutil.rmtree(dest)
         safe_extract(local, dest)
-        import json
-
         manifest = json.loads((dest / "manifest.json").read_text())
         for rec in manifest["results"]:
             self._deliver(rec, dest / rec["item_id"])
@@ -646,8 +645,6 @@ def find_plan(job_id: str, out_dir: str | os.PathLike[str] | None = None) -> Pat
     """The ``plan.json`` of ``job_id``, in ``out_dir`` or wherever the jobs index says."""
     if out_dir is None:
         try:
-            import json
-
             out_dir = json.loads((_jobs_index() / f"{job_id}.json").read_text())["out_dir"]
         except (OSError, ValueError, KeyError):
             return None
@@ -658,8 +655,6 @@ def find_plan(job_id: str, out_dir: str | os.PathLike[str] | None = None) -> Pat
 def open_jobs(out_dir: Path, job_type: str | None = None) -> list[dict[str, Any]]:
     """Plans of jobs in ``out_dir`` that sent work to a runtime and were never closed (their process died,
     or the runtime could not be reached at the end): their finished items can still be fetched."""
-    import json
-
     found = []
     for plan_path in sorted((out_dir / STATE_DIR).glob(f"job_*/{PLAN}"), key=lambda p: p.stat().st_mtime):
         if (plan_path.parent / CLOSED).exists():
