@@ -7,16 +7,15 @@ import re
 from pathlib import Path
 
 import pytest
-
-
 from cgpu_harness import no_pwned  # tests/fakes is on sys.path (conftest)
 
-import cgpu_kit  # noqa: E402
-from cgpu_kit.jobs.stabilize import StabilizeJob  # noqa: E402
-from cgpu_kit.manager import RetryPolicy  # noqa: E402
-from cgpu_kit.media import probe  # noqa: E402
-from cgpu_kit.results import ItemStatus, JobStatus  # noqa: E402
-from cgpu_kit.util import file_sha256, read_jsonl  # noqa: E402
+import cgpu_kit
+from cgpu_kit.jobs.stabilize import StabilizeJob
+from cgpu_kit.manager import CGPUJobManager, RetryPolicy
+from cgpu_kit.media import probe
+from cgpu_kit.remote import RemoteBatch
+from cgpu_kit.results import ItemStatus, JobStatus
+from cgpu_kit.util import file_sha256, read_jsonl
 
 CLIP = dict(width=160, height=120, frames=30, jitter=8)
 
@@ -105,3 +104,39 @@ def test_when_the_runtime_is_recycled_mid_batch_then_it_is_set_up_again_and_only
     for item in result.items:
         assert probe(Path(item.outputs[0])).frames == CLIP["frames"]
     assert json.loads((job.state_dir / "status.json").read_text())["exit_code"] == 0
+
+
+class _Died(BaseException):
+    """The local process dies here (no layer catches it, as with SIGKILL)."""
+
+
+def test_when_the_local_process_dies_after_launch_then_the_same_command_picks_the_remote_batch_up(
+    fake_cgpu, manager, shaky_clip, tmp_path, monkeypatch,
+):
+    inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"])
+    launch = RemoteBatch.launch
+
+    def launch_then_die(self):
+        launch(self)
+        raise _Died
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RemoteBatch, "launch", launch_then_die)
+        job = StabilizeJob(inputs, tmp_path / "out", backend="cgpu", preset="ultrafast")
+        with pytest.raises(_Died):
+            manager.run(job)
+    while job._lock._fd is not None:  # the dead process's lock goes with it
+        job.release_output()
+    CGPUJobManager.reset()
+    CGPUJobManager().retry_policy = RetryPolicy(sleep=lambda s: None)
+
+    again = cgpu_kit.stabilize(inputs, tmp_path / "out", backend="cgpu", preset="ultrafast")
+
+    assert again.status is JobStatus.COMPLETED, (again.error, again.remote_log)
+    assert [i.status for i in again.items] == [ItemStatus.SKIPPED] * 3  # fetched from the first run's batch
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == ["a.mp4", "b.mp4", "c.mp4"]
+    launches = [c for c in fake_cgpu.calls() if c["cmd"] == "run" and "cgpu_kit.runtime.driver" in c.get("text", "")]
+    assert len(launches) == 2  # the first run's, and the pick-up's, which found the batch running or done:
+    records = read_jsonl(tmp_path / "out" / "_cgpu_kit" / f"job_{job.job_id}" / "results.jsonl")
+    assert sorted(r["name"] for r in records) == ["a.mp4", "b.mp4", "c.mp4"]  # each processed once
+    assert not list(fake_cgpu.root.glob("job_*"))  # picked up, logs home, then removed
