@@ -7,7 +7,7 @@ so a bound written here is the bound the CLI, the panel and the runtime enforce.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .exceptions import ParameterError
 
@@ -132,6 +132,3 @@ class ParamSet:
             out[p.name] = p.coerce(given[p.name]) if p.name in given else p.default
         return out
 
-
-def merge(*param_lists: Iterable[Param]) -> ParamSet:
-    return ParamSet([p for params in param_lists for p in params])

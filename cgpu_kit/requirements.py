@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 
 
@@ -40,8 +38,3 @@ class Requirements:
 
     def covers(self, other: "Requirements") -> bool:
         return all(set(getattr(other, f)) <= set(getattr(self, f)) for f in ("pip", "apt", "modules", "programs", "pip_no_deps"))
-
-    @property
-    def digest(self) -> str:
-        blob = json.dumps([sorted(self.pip), sorted(self.apt), sorted(self.modules), sorted(self.programs), sorted(self.pip_no_deps)])
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]

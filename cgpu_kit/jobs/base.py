@@ -29,7 +29,7 @@ from ..exceptions import (
 )
 from ..ledger import STATE_DIR, Ledger, OutputLock, item_key
 from ..media import MediaInfo, probe
-from ..params import Param, ParamSet
+from ..params import ParamSet
 from ..remote import RemoteBatch
 from ..requirements import Requirements
 from ..results import ItemResult, ItemStatus, JobResult, JobStatus
@@ -46,9 +46,6 @@ DEFAULT_PART_BYTES = 48 << 20
 
 PLAN = "plan.json"
 CLOSED = "closed"
-
-#: parameters every job type has (how the batch runs, not what it does)
-COMMON_PARAMS: tuple[Param, ...] = ()
 
 ProgressCallback = Callable[["CGPUJob", ItemResult], None]
 
@@ -223,7 +220,12 @@ class CGPUJob(abc.ABC):
             return future.result
 
         with cf.ThreadPoolExecutor(max(1, min(8, len(inputs)))) as pool:
-            return [outcome(pool.submit(check, raw)) for raw in inputs]
+            once: dict[Path, cf.Future[tuple[MediaInfo, str]]] = {}  # a duplicate input is checked once
+            for raw in inputs:
+                real = raw.expanduser().absolute().resolve()
+                if real not in once:
+                    once[real] = pool.submit(check, raw)
+            return [outcome(once[raw.expanduser().absolute().resolve()]) for raw in inputs]
 
     def _validate(self, path: Path) -> MediaInfo:
         if not path.exists():
@@ -285,7 +287,7 @@ class CGPUJob(abc.ABC):
         self.check_space(transport)
         parts = self.pack()
         for part in parts:
-            sent = remote.upload(part, f"{layout.PARTS}/{part.name}", timeout=self.upload_timeout(part))
+            sent = remote.upload(part, f"{layout.PARTS}/{part.name}", timeout=self.transfer_timeout(part.stat().st_size))
             log.info("%s %s (%.1f MB)", "uploaded" if sent else "already on the runtime:", part.name, part.stat().st_size / 1e6)
         remote.upload(self.template_file(), layout.TEMPLATE, timeout=120)
         remote.upload(self.job_file(chunk_seconds=transport.chunk_seconds), layout.JOB_FILE, timeout=60)
@@ -350,8 +352,9 @@ class CGPUJob(abc.ABC):
         """The notebook this job type runs on the runtime."""
         return template_path(self.template_name)
 
-    def upload_timeout(self, path: Path) -> float:
-        return 60.0 + path.stat().st_size / 250e3  # at least 250 kB/s
+    def transfer_timeout(self, size: int) -> float:
+        """Seconds one upload or download of ``size`` bytes may take (at least 250 kB/s)."""
+        return 60.0 + size / 250e3
 
     def remote(self, transport: Transport) -> RemoteBatch:
         return RemoteBatch(transport, self.remote_work_dir)
@@ -417,7 +420,7 @@ class CGPUJob(abc.ABC):
         started = time.monotonic()
         local = self.state_dir / "chunks" / name
         if not (local.exists() and file_sha256(local) == meta.get("sha256")):
-            self.remote(transport).fetch(f"{layout.READY}/{name}", local, sha256=meta.get("sha256"), timeout=self.upload_timeout_bytes(meta.get("size", 0)))
+            self.remote(transport).fetch(f"{layout.READY}/{name}", local, sha256=meta.get("sha256"), timeout=self.transfer_timeout(meta.get("size", 0)))
         dest = self.state_dir / "chunks" / (name + ".d")
         if dest.exists():
             shutil.rmtree(dest)
@@ -438,9 +441,6 @@ class CGPUJob(abc.ABC):
         for result in self.items:
             if result.status is ItemStatus.CANCELLED:
                 result.status = ItemStatus.PENDING
-
-    def upload_timeout_bytes(self, size: int) -> float:
-        return 60.0 + size / 250e3
 
     def _item(self, item_id: str) -> ItemResult | None:
         return next((i for i in self.items if i.item_id == item_id), None)

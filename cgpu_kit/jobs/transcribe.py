@@ -263,7 +263,7 @@ class TranscribeJob(CGPUJob):
             files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
             for f in files:
                 rel = "model/" + (f.name if local.is_file() else f.relative_to(local).as_posix())
-                sent = remote.upload(f, rel, timeout=self.upload_timeout(f))
+                sent = remote.upload(f, rel, timeout=self.transfer_timeout(f.stat().st_size))
                 log.info("%s model file %s (%.1f MB)", "uploaded" if sent else "already on the runtime:", rel, f.stat().st_size / 1e6)
             self.timings["upload"] = round(self.timings.get("upload", 0) + time.monotonic() - started, 3)
 

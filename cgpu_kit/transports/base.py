@@ -19,7 +19,7 @@ import abc
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from ..exceptions import RemoteCommandError
 
@@ -99,6 +99,3 @@ class Transport(abc.ABC):
 
     def close(self) -> None:
         """Release what the transport holds locally."""
-
-    def run_argv(self, argv: Sequence[str | Path], *, timeout: float) -> CommandResult:
-        return self.run(sh(*argv), timeout=timeout)
