@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
+from .exceptions import ParameterError
 from .jobs import job_class
 from .manager import CGPUJobManager
 from .results import JobResult
@@ -12,9 +13,18 @@ from .results import JobResult
 
 def run(job_type: str, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], out_dir: str | os.PathLike[str],
         *, backend: str = "local", **options: Any) -> JobResult:
-    """Run one batch of ``job_type`` through the process's manager and return its result."""
+    """Run one batch of ``job_type`` through the process's manager and return its result.
+
+    Wrong arguments raise :class:`ParameterError` (an empty list of inputs too, as the CLI refuses it) before
+    anything runs; whatever happens, the output folder's lock is released when this returns or raises.
+    """
     job = job_class(job_type)(paths, out_dir, backend=backend, **options)
-    return CGPUJobManager().run(job)
+    if not job.inputs:
+        raise ParameterError(f"no inputs: give {job_type} at least one file", name="inputs")
+    try:
+        return CGPUJobManager().run(job)
+    finally:
+        job.release_all()
 
 
 def stabilize(paths, out_dir, *, backend: str = "local", **params: Any) -> JobResult:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .exceptions import CgpuKitError
+from .exceptions import CgpuKitError, ParameterError
 from .jobs import JOB_TYPES, job_class
-from .manager import CGPUJobManager
-from .params import Param
+from .manager import CGPUJobManager, describe_failure
+from .params import Param, check_number
 from .results import ItemResult, ItemStatus, JobResult, JobStatus
 from .samples import sample_inputs
 
@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=0, help="items processed side by side on the runtime (0: as many as useful)")
         p.add_argument("--part-mb", type=float, default=None, help="upload the batch in parts of at most this many MB")
         p.add_argument("--force", action="store_true", help="redo items whose outputs are already in the output folder")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace files in the output folder that cgpu-kit did not write, or that changed since it "
+                       "wrote them (by default they are kept and their item is skipped)")
+        p.add_argument("--max-pixels", type=int, default=None,
+                       help="refuse inputs with more pixels per frame than this (default: 8192x8192)")
         p.add_argument("--samples", action="store_true", help="add the bundled sample inputs (generated on first use)")
         p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
@@ -89,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_attach_command(args: argparse.Namespace) -> int:
     result = CGPUJobManager().attach(args.job_id, args.out)
+    if result.metadata.get("finished_already"):
+        print(f"job {args.job_id} finished already ({result.status.value}); nothing to pick up, nothing changed. "
+              f"Its outputs are in {result.output_path}", file=sys.stderr)
+        if args.json:
+            json.dump(result.to_dict(), sys.stdout, indent=1, default=str)
+            print()
+        return 0 if result.status is JobStatus.COMPLETED else 1
     _print_summary(result)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=1, default=str)
@@ -139,20 +151,27 @@ def _interrupt(*_: Any) -> None:
 
 def run_job_command(args: argparse.Namespace) -> int:
     cls = job_class(args.job_type)
-    inputs: list[Path] = [Path(i) for i in args.inputs]
+    inputs: list[str] = list(args.inputs)  # as typed: "./a.mp4" stays "./a.mp4" in messages
     if args.samples:
-        inputs += sample_inputs(args.job_type)
+        inputs += [str(p) for p in sample_inputs(args.job_type)]
     if not inputs:
-        raise CgpuKitError(f"no inputs: give files to {args.job_type}, or --samples")
+        raise ParameterError(f"no inputs: give files to {args.job_type}, or --samples")
     options: dict[str, Any] = dict(
         backend=args.backend, remote_root=args.remote_root, timeout=args.timeout, item_timeout=args.item_timeout,
-        workers=args.workers, force=args.force,
+        workers=args.workers, force=args.force, overwrite=args.overwrite,
     )
-    if args.part_mb:
-        options["part_bytes"] = int(args.part_mb * 1e6)
+    if args.part_mb is not None:
+        options["part_bytes"] = int(check_number("--part-mb", args.part_mb) * 1e6) or 1
+    if args.max_pixels is not None:
+        options["max_pixels"] = args.max_pixels
     job = cls(inputs, args.out, params=_params_from(args, cls), **options)
     manager = CGPUJobManager()
     manager.prepare(job)
+    if job.left_out:
+        print(f"{len(job.left_out)} input(s) left out: they are outputs of cgpu-kit (inside {job.out_dir} "
+              "or recorded as written by it)", file=sys.stderr)
+    if not job.items:
+        raise ParameterError(f"no inputs left to {args.job_type}: every input given is an output of cgpu-kit")
     to_run = len(job.pending)
     if to_run < len(job.items):
         print(f"{len(job.items) - to_run} of {len(job.items)} item(s) need no run (failed validation, duplicates "
@@ -165,8 +184,8 @@ def run_job_command(args: argparse.Namespace) -> int:
     try:
         result = manager.run(job)
     except KeyboardInterrupt:
-        interrupted = True
         result = manager.results.get(job.job_id) or job.finish("interrupted")
+        interrupted = result.status is not JobStatus.COMPLETED
     finally:
         signal.signal(signal.SIGTERM, previous)
         progress.close()
@@ -194,8 +213,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_attach_command(args)
         return run_job_command(args)
     except CgpuKitError as exc:
-        print(f"cgpu-kit: error: {exc}", file=sys.stderr)
+        print(f"cgpu-kit: error: {_cli_text(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted before anything ran: nothing was changed; run the same command again", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"cgpu-kit: error: {describe_failure(exc)}", file=sys.stderr)
+        return 1
+
+
+#: Python option names and the CLI flags that set them, so a refused value names the flag the user typed
+_FLAGS = {"timeout": "--timeout", "item_timeout": "--item-timeout", "workers": "--workers",
+          "part_bytes": "--part-mb", "max_pixels": "--max-pixels", "out_dir": "-o/--out"}
+
+
+def _cli_text(exc: CgpuKitError) -> str:
+    """The error as the CLI user should read it: option names spelled as flags."""
+    text = str(exc)
+    name = getattr(exc, "name", None)
+    if isinstance(exc, ParameterError) and name in _FLAGS and not text.startswith("-"):
+        text = f"{_FLAGS[name]}: {text}"
+    elif isinstance(exc, ParameterError) and name and not name.startswith("-") and name not in _FLAGS and name != "inputs":
+        flag = "--" + name.replace("_", "-")
+        if flag not in text:
+            text = f"{flag}: {text}"
+    return text
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class Ledger:
         self.out_dir = out_dir
         self.path = out_dir / STATE_DIR / "ledger.jsonl"
         self._records: dict[str, dict[str, Any]] | None = None
+        self._written: dict[str, dict[str, Any]] | None = None
 
     def records(self) -> dict[str, dict[str, Any]]:
         if self._records is None:
@@ -57,6 +58,43 @@ class Ledger:
                 return None
         return rec
 
+    def written(self) -> dict[str, dict[str, Any]]:
+        """Each output file the toolkit wrote here (by name), with the size and sha256 it had then."""
+        if self._written is None:
+            self._written = {}
+            for rec in self.records().values():
+                for name, digest in rec.get("sha256", {}).items():
+                    self._written[name] = {"size": rec.get("sizes", {}).get(name), "sha256": digest}
+        return self._written
+
+    def wrote(self, name: str) -> bool:
+        """Whether ``name`` in this folder is a file the toolkit wrote (its name and size as recorded)."""
+        try:
+            if not self.path.is_file():
+                return False
+            known = self.written().get(name)
+            return known is not None and (self.out_dir / name).stat().st_size == known["size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    def owns(self, name: str) -> bool:
+        """Whether the file ``name`` may be replaced: absent, or exactly as the toolkit wrote it."""
+        path = self.out_dir / name
+        if not path.exists() and not path.is_symlink():
+            return True
+        known = self.written().get(name)
+        if known is None or not path.is_file() or path.is_symlink() or path.stat().st_size != known["size"]:
+            return False
+        return file_sha256(path) == known["sha256"]
+
+    def changed_outputs(self, stem: str) -> list[str]:
+        """Outputs recorded for ``stem`` that are still there but no longer as written (a user edited them)."""
+        rec = self.records().get(stem)
+        if rec is None:
+            return []
+        return [name for name in rec.get("sha256", {})
+                if ((self.out_dir / name).exists() or (self.out_dir / name).is_symlink()) and not self.owns(name)]
+
     def stem_for(self, natural: str, key: str, taken: set[str]) -> str:
         """The output stem for an input: its own name unless another input's outputs already have it."""
         stem, n = natural or "item", 1
@@ -71,6 +109,7 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         append_jsonl(self.path, record)
         self.records()[record["out_stem"]] = record
+        self._written = None
 
 
 class OutputLock:
@@ -101,6 +140,10 @@ class OutputLock:
         os.write(fd, f"pid {os.getpid()}".encode())
         self._fd = fd
         self._depth = 1
+
+    def release_all(self) -> None:
+        self._depth = 1
+        self.release()
 
     def release(self) -> None:
         self._depth = max(0, self._depth - 1)

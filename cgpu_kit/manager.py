@@ -9,6 +9,7 @@ executed notebook and the runtime log of every job, failed ones first of all.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import logging
 import threading
@@ -19,8 +20,8 @@ from typing import Any, Callable
 
 import tenacity
 
-from .exceptions import CgpuKitError, RuntimeLostError, TransportError
-from .jobs.base import CGPUJob, find_plan, open_jobs
+from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLostError, TransportError
+from .jobs.base import CLOSED, CGPUJob, find_plan, open_jobs
 from .requirements import Requirements
 from .results import JobResult, JobStatus
 from .transports import get_transport
@@ -243,9 +244,9 @@ class CGPUJobManager:
                         job.reset_remote_progress()
                         if not job.pending:
                             break
-        except CgpuKitError as exc:
-            error = str(exc)
-            log.error("job %s failed: %s", job.job_id, exc)
+        except (CgpuKitError, OSError) as exc:
+            error = describe_failure(exc)
+            log.error("job %s failed: %s", job.job_id, error)
             if state is not None:
                 self._keep_logs(job, state.transport)
         except KeyboardInterrupt:
@@ -253,6 +254,9 @@ class CGPUJobManager:
             if state is not None:
                 self._stop_after_interrupt(job, state.transport)
             self._settle(job, None, started, state)
+            raise
+        except BaseException:
+            job.release_all()  # an unexpected error must not leave the output folder locked
             raise
         return self._settle(job, error, started, state)
 
@@ -263,7 +267,13 @@ class CGPUJobManager:
         still be running or done on the runtime. Its finished items are fetched first, so the new run
         processes only what is missing.
         """
-        job.hold_output()
+        try:
+            job.hold_output()
+        except OSError as exc:
+            raise DiskSpaceError(describe_failure(exc)) if exc.errno == errno.ENOSPC else ParameterError(
+                f"output folder {job.out_dir} cannot be used ({exc.strerror or exc}); choose another output folder",
+                name="out_dir") from None
+        ok = False
         try:
             for plan in open_jobs(job.out_dir, job.job_type):
                 old = type(job).from_plan(plan, backend=job.backend if isinstance(job.backend, Transport) else None)
@@ -271,8 +281,15 @@ class CGPUJobManager:
                 log.warning("picking up job %s, left unfinished in %s", old.job_id, job.out_dir)
                 self.attach_job(old)
             job.prepare_local()
+            ok = True
+        except OSError as exc:
+            raise DiskSpaceError(describe_failure(exc)) if exc.errno == errno.ENOSPC else CgpuKitError(
+                describe_failure(exc)) from None
         finally:
-            job.release_output()
+            if ok:
+                job.release_output()
+            else:
+                job.release_all()
 
     def attach(self, job_id: str, out_dir: str | Path | None = None) -> JobResult:
         """Pick up a job that an earlier process started: wait for its batch and fetch what it produced."""
@@ -283,9 +300,17 @@ class CGPUJobManager:
             where = f"in {out_dir}" if out_dir else "(give the output folder with -o)"
             raise CgpuKitError(f"no record of job {job_id} {where}")
         plan = json.loads(plan_path.read_text())
+        finished = finished_result(plan_path.parent)
+        if finished is not None:
+            log.info("job %s finished already; nothing to pick up", job_id)
+            return finished
         job = job_class(plan["job_type"]).from_plan(plan)
         job.hold_output()
-        return self.attach_job(job)
+        try:
+            return self.attach_job(job)
+        except BaseException:
+            job.release_all()
+            raise
 
     def attach_job(self, job: CGPUJob) -> JobResult:
         job.status = JobStatus.RUNNING
@@ -298,13 +323,17 @@ class CGPUJobManager:
         except RuntimeLostError as exc:
             error = f"its runtime no longer holds it ({exc}); run the batch again to redo what is missing"
             job.mark_closed()
-        except CgpuKitError as exc:
-            error = str(exc)
-            log.warning("job %s: could not pick it up: %s", job.job_id, exc)
+        except (CgpuKitError, OSError) as exc:
+            error = describe_failure(exc)
+            log.warning("job %s: could not pick it up: %s", job.job_id, error)
         return self._settle(job, error, started, state)
 
     def _settle(self, job: CGPUJob, error: str | None, started: float, state: SessionState | None) -> JobResult:
-        result = job.finish(error)
+        try:
+            result = job.finish(error)
+        except BaseException:
+            job.release_all()
+            raise
         job.cleanup(state.transport if state is not None else None)
         result.timings["total"] = round(time.monotonic() - started, 3)
         if state is not None:
@@ -327,3 +356,28 @@ class CGPUJobManager:
             job.stop(transport)
         except (CgpuKitError, KeyboardInterrupt) as exc:
             log.warning("job %s: stopped without fetching everything: %s", job.job_id, exc)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failure as one line a user can act on: a full disk says so and that finished outputs are kept."""
+    if isinstance(exc, OSError) and not isinstance(exc, CgpuKitError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return (f"the disk is full{where}; the outputs finished so far are kept: free some space, then run the "
+                    "same command again to do the rest")
+        return f"{exc.strerror or exc}{where}; check that folder and run the same command again"
+    return str(exc)
+
+
+def finished_result(state_dir: Path) -> JobResult | None:
+    """The recorded result of a job that ended and was closed (``None`` while it may still be picked up)."""
+    if not (state_dir / CLOSED).exists():
+        return None
+    try:
+        data = json.loads((state_dir / "result.json").read_text())
+        result = JobResult.from_dict(data)
+    except (OSError, ValueError, KeyError, TypeError):
+        result = JobResult(success=False, status=JobStatus.COMPLETED, job_id=state_dir.name[len("job_"):],
+                           output_path=str(state_dir.parent.parent))
+    result.metadata["finished_already"] = True
+    return result

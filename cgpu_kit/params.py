@@ -6,6 +6,7 @@ so a bound written here is the bound the CLI, the panel and the runtime enforce.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -56,6 +57,10 @@ class Param:
             raise ParameterError(
                 f"parameter {self.name!r} must be {self.describe_bounds()}, got {value!r}", name=self.name
             )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParameterError(
+                f"parameter {self.name!r} must be a finite number ({self.describe_bounds()}), got {value!r}", name=self.name
+            )
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
                 raise ParameterError(
@@ -93,6 +98,32 @@ def _convert(value: Any, kind: type) -> Any:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return list(value)
+    return value
+
+
+def check_number(name: str, value: Any, *, integer: bool = False, minimum: float = 0.0, above: bool = True,
+                 allow_none: bool = True) -> Any:
+    """A batch option (timeout, workers, part size...) as a finite number within its bound, or a
+    :class:`ParameterError` naming it: nan, inf and out-of-range values are refused, never replaced by a default."""
+    if value is None and allow_none:
+        return None
+    bound = f"{'greater than' if above else 'at least'} {minimum:g}"
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            if isinstance(value, bool) or not isinstance(value, str):
+                raise ValueError(value)
+            value = float(value)
+        except ValueError:
+            raise ParameterError(f"{name} must be {kind} {bound}, got {value!r}", name=name) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParameterError(f"{name} must be a finite number {bound}, got {value!r}", name=name)
+    if integer:
+        if isinstance(value, float) and not value.is_integer():
+            raise ParameterError(f"{name} must be a whole number {bound}, got {value!r}", name=name)
+        value = int(value)
+    if value < minimum or (above and value == minimum):
+        raise ParameterError(f"{name} must be {kind} {bound}, got {value!r}", name=name)
     return value
 
 

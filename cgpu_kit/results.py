@@ -120,3 +120,12 @@ class JobResult:
         d["status"] = self.status.value
         d["items"] = [i.to_dict() for i in self.items]
         return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobResult":
+        """The result as :meth:`to_dict` wrote it (a finished job's ``result.json``)."""
+        data = dict(data)
+        data["status"] = JobStatus(data.get("status", "pending"))
+        data["items"] = [ItemResult(**dict(i, status=ItemStatus(i.get("status", "pending")))) for i in data.get("items", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})

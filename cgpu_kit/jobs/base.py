@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import json
 import concurrent.futures as cf
+import errno
 import logging
 import os
 import shutil
@@ -25,11 +26,11 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 from .. import __version__
 from ..batch import BatchItem, member_name, pack_part, safe_extract, split_parts
 from ..exceptions import (
-    CgpuKitError, DiskSpaceError, InputError, RuntimeLostError, TransportError,
+    CgpuKitError, DiskSpaceError, InputError, ParameterError, RuntimeLostError, TransportError,
 )
 from ..ledger import STATE_DIR, Ledger, OutputLock, item_key
 from ..media import MediaInfo, probe
-from ..params import ParamSet
+from ..params import ParamSet, check_number
 from ..remote import RemoteBatch
 from ..requirements import Requirements
 from ..results import ItemResult, ItemStatus, JobResult, JobStatus
@@ -61,6 +62,9 @@ class CGPUJob(abc.ABC):
     default_item_timeout: ClassVar[float] = 300.0
     #: kinds of media accepted: "video", "audio", "image"
     accepts: ClassVar[frozenset[str]] = frozenset({"video"})
+    #: whether inputs may sit in the output folder (transcribe writes .srt beside its clips); otherwise every
+    #: file inside the output folder is taken for an output and left out of the inputs
+    outputs_beside_inputs: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -75,23 +79,29 @@ class CGPUJob(abc.ABC):
         item_timeout: float | None = None,
         workers: int = 0,
         force: bool = False,
+        overwrite: bool = False,
         part_bytes: int = DEFAULT_PART_BYTES,
         max_pixels: int = 8192 * 8192,
         **more_params: Any,
     ) -> None:
         self.job_id = job_id or uuid.uuid4().hex
-        self.inputs = [Path(os.fspath(p)) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
-        self.out_dir = Path(os.fspath(out_dir)).expanduser().absolute()
+        #: the inputs as the caller spelled them (``./a.mp4`` stays ``./a.mp4`` in messages)
+        self.input_names = _input_names(inputs)
+        self.inputs = [Path(p) for p in self.input_names]
+        self.out_dir = _out_dir(out_dir)
         self.params = self.params_spec.resolve({**(params or {}), **more_params}, job_type=self.job_type)
         self.backend = backend
         self.remote_root_arg = remote_root
         self.remote_root = (remote_root or _default_root(backend)).rstrip("/")
-        self._timeout = timeout
-        self._item_timeout = item_timeout
-        self.workers = workers
-        self.force = force
-        self.part_bytes = part_bytes
-        self.max_pixels = max_pixels
+        self._timeout = check_number("timeout", timeout)
+        self._item_timeout = check_number("item_timeout", item_timeout)
+        self.workers = check_number("workers", workers, integer=True, above=False, allow_none=False)
+        self.force = bool(force)
+        self.overwrite = bool(overwrite)
+        self.part_bytes = check_number("part_bytes", part_bytes, integer=True, allow_none=False)
+        self.max_pixels = check_number("max_pixels", max_pixels, integer=True, allow_none=False)
+        #: inputs left out because they are outputs (inside the output folder, or recorded by a ledger)
+        self.left_out: list[str] = []
         self.status = JobStatus.PENDING
         self.items: list[ItemResult] = []
         self.batch_items: dict[str, BatchItem] = {}
@@ -157,20 +167,30 @@ class CGPUJob(abc.ABC):
     # -- step 1: validate and pack -------------------------------------------------------------------------
 
     def prepare_local(self) -> None:
-        """Validate every input, skip what the output folder already holds, and plan the rest."""
+        """Validate every input, skip what the output folder already holds, and plan the rest.
+
+        Outputs are never taken as inputs: whatever lies inside the output folder, or is recorded as written by
+        the toolkit in a ledger, is left out (one line says how many), so a glob that reaches the output folder
+        does not process the outputs of earlier runs again.
+        """
         started = time.monotonic()
         self._lock.acquire()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.items = []
         seen: dict[Path, ItemResult] = {}
         taken: set[str] = set()
+        names, self.left_out = self._leave_out_outputs(self.input_names)
+        if self.left_out:
+            log.warning("%d input(s) left out: they are outputs of cgpu-kit (inside %s or recorded in a ledger)",
+                        len(self.left_out), self.out_dir)
+        self.inputs = [Path(n) for n in names]
         checked = self._check_all(self.inputs)
-        for n, raw in enumerate(self.inputs):
-            result = ItemResult(input_path=str(raw), item_id=f"i{n:04d}")
+        for n, (name, raw) in enumerate(zip(names, self.inputs)):
+            result = ItemResult(input_path=name, item_id=f"i{n:04d}")
             self.items.append(result)
             try:
                 path = raw.expanduser().absolute()
-                real = path.resolve()
+                real = _real(path)
                 if real in seen:
                     result.status = ItemStatus.SKIPPED
                     result.error = f"duplicate of input {seen[real].input_path!r}; processed once"
@@ -192,6 +212,10 @@ class CGPUJob(abc.ABC):
                     result.outputs = [str(self.out_dir / o) for o in done["outputs"]]
                     result.metadata["skipped"] = "already done in an earlier run; outputs checked intact"
                     continue
+                kept = [] if self.overwrite else self._ledger.changed_outputs(stem)
+                if kept:
+                    self._keep_users_files(result, kept)
+                    continue
                 if self._is_own_output(path, stem):
                     raise InputError(
                         f"{path}: its output would overwrite it; choose an output folder other than its own",
@@ -203,37 +227,87 @@ class CGPUJob(abc.ABC):
                 result.error = str(exc)
             except OSError as exc:
                 result.status = ItemStatus.FAILED
-                result.error = f"{raw}: cannot be read ({exc.strerror or exc}); check its permissions"
-        skipped = sum(1 for i in self.items if i.status is ItemStatus.SKIPPED and "duplicate_of" not in i.metadata)
+                result.error = f"{name}: cannot be read ({exc.strerror or exc}); check the file and its permissions"
+        skipped = sum(1 for i in self.items if i.status is ItemStatus.SKIPPED and "skipped" in i.metadata)
         if skipped:
             log.info("%d item(s) already done in %s: skipped (use force=True / --force to redo them)", skipped, self.out_dir)
         self.prepared = True
         self.timings["prepare"] = round(time.monotonic() - started, 3)
 
+    def _leave_out_outputs(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Split ``names`` into real inputs and outputs of the toolkit (inside the output folder, or recorded
+        by the ledger of the folder they are in)."""
+        out_real = _real(self.out_dir)
+        ledgers: dict[Path, Ledger] = {}
+        keep, left = [], []
+        for name in names:
+            path = Path(os.path.normpath(Path(name).expanduser().absolute()))
+            real = _real(path)
+            inside = real == out_real or out_real in real.parents or self.out_dir in path.parents
+            if inside and self.outputs_beside_inputs:
+                inside = STATE_DIR in real.parts or (real.parent == out_real and self._ledger.wrote(real.name))
+            elif not inside:
+                folder = real.parent
+                ledger = ledgers.setdefault(folder, Ledger(folder))
+                inside = ledger.wrote(real.name)
+            (left if inside else keep).append(name)
+        return keep, left
+
+    def _keep_users_files(self, result: ItemResult, names: Sequence[str]) -> None:
+        """Skip an item whose output names are taken by files the toolkit did not write (or that changed since)."""
+        files = ", ".join(str(self.out_dir / n) for n in names)
+        result.status = ItemStatus.SKIPPED
+        result.error = (
+            f"{result.input_path}: kept {files}: not written by cgpu-kit, or changed since it was; "
+            "use --overwrite (overwrite=True) to replace it, or choose another output folder"
+        )
+        result.metadata["kept_files"] = [str(self.out_dir / n) for n in names]
+        log.warning("%s", result.error)
+
     def _check_all(self, inputs: Sequence[Path]) -> list[Callable[[], tuple[MediaInfo, str]]]:
-        """Probe and hash every input side by side (ffprobe and disk bound); each result re-raises its error."""
+        """Probe and hash every input side by side (ffprobe and disk bound); each result re-raises its error.
+
+        An interrupt cancels the checks not yet started, so Ctrl-C ends the run within a second or two.
+        """
         def check(raw: Path) -> tuple[MediaInfo, str]:
             path = raw.expanduser().absolute()
             return self._validate(path), file_sha256(path)
 
-        def outcome(future: "cf.Future[tuple[MediaInfo, str]]") -> Callable[[], tuple[MediaInfo, str]]:
-            return future.result
-
-        with cf.ThreadPoolExecutor(max(1, min(8, len(inputs)))) as pool:
+        pool = cf.ThreadPoolExecutor(max(1, min(8, len(inputs))))
+        try:
             once: dict[Path, cf.Future[tuple[MediaInfo, str]]] = {}  # a duplicate input is checked once
             for raw in inputs:
-                real = raw.expanduser().absolute().resolve()
+                real = _real(raw.expanduser().absolute())
                 if real not in once:
                     once[real] = pool.submit(check, raw)
-            return [outcome(once[raw.expanduser().absolute().resolve()]) for raw in inputs]
+            cf.wait(once.values())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return [once[_real(raw.expanduser().absolute())].result for raw in inputs]
 
     def _validate(self, path: Path) -> MediaInfo:
-        if not path.exists():
-            raise InputError(f"{path}: no such file; check the path", path=str(path))
+        try:
+            path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise InputError(f"{path}: is a symbolic link that loops back on itself; point it at a real file",
+                                 path=str(path)) from None
+            if path.is_symlink():
+                raise InputError(f"{path}: is a symbolic link to a file that does not exist; fix or remove the link",
+                                 path=str(path)) from None
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise InputError(f"{path}: no such file; check the path", path=str(path)) from None
+            raise InputError(f"{path}: cannot be read ({exc.strerror}); check the file and its permissions",
+                             path=str(path)) from None
         if path.is_dir():
             raise InputError(f"{path}: is a folder, not a file; give the files inside it", path=str(path))
         if not path.is_file():
-            raise InputError(f"{path}: is not a regular file", path=str(path))
+            raise InputError(
+                f"{path}: is not a regular file (a pipe, socket or device); save its content to a file and give that",
+                path=str(path),
+            )
         if path.stat().st_size == 0:
             raise InputError(f"{path}: is empty (0 bytes); re-export or re-download it", path=str(path))
         if not os.access(path, os.R_OK):
@@ -460,7 +534,13 @@ class CGPUJob(abc.ABC):
             result.error = f"{item.source}: {rec.get('error') or 'failed'}"
             self._notify(result)
             return
-        outputs, sizes, digests = [], {}, {}
+        earlier = self._ledger.get(item.out_stem)
+        if earlier is not None and earlier.get("job_id") == self.job_id and self._ledger.intact(item.out_stem, item.key):
+            # a resumed job meets a chunk it already delivered: the item is done, nothing is moved or recorded again
+            result.status = ItemStatus.DONE
+            result.outputs = [str(self.out_dir / o) for o in earlier["outputs"]]
+            self._notify(result)
+            return
         for name in rec["outputs"]:
             src = folder / name
             digest = rec.get("sha256", {}).get(name)
@@ -469,7 +549,16 @@ class CGPUJob(abc.ABC):
                 result.error = f"{item.source}: its output {name} arrived damaged; run again to redo it"
                 self._notify(result)
                 return
-            final = self.output_name(item.out_stem, name)
+        finals = [self.output_name(item.out_stem, name) for name in rec["outputs"]]
+        kept = [] if self.overwrite else [f for f in finals if not self._ledger.owns(f)]
+        if kept:
+            self._keep_users_files(result, kept)
+            self._notify(result)
+            return
+        outputs, sizes, digests = [], {}, {}
+        for name, final in zip(rec["outputs"], finals):
+            src = folder / name
+            digest = rec.get("sha256", {}).get(name)
             dest = self.out_dir / final
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dest)
@@ -560,6 +649,10 @@ class CGPUJob(abc.ABC):
     def release_output(self) -> None:
         self._lock.release()
 
+    def release_all(self) -> None:
+        """Let go of the output folder whatever happened (an unexpected error, an interrupt)."""
+        self._lock.release_all()
+
     def mark_closed(self) -> None:
         """Nothing is left of this job on its runtime: later runs need not pick it up."""
         self.logs_local = True
@@ -572,7 +665,9 @@ class CGPUJob(abc.ABC):
         """Settle every item's status and the job's, and return the :class:`JobResult`."""
         if error and not self.error:
             self.error = error
-        cancelled = self.cancel_event.is_set()
+        # an interrupt after every item finished cancels nothing: the job completed
+        cancelled = self.cancel_event.is_set() and any(
+            i.status in (ItemStatus.PENDING, ItemStatus.CANCELLED) for i in self.items)
         for result in self.items:
             if result.status is ItemStatus.PENDING:
                 if cancelled:
@@ -601,6 +696,11 @@ class CGPUJob(abc.ABC):
             self.status = JobStatus.PARTIAL
         else:
             self.status = JobStatus.COMPLETED
+        kept = [i for i in self.items if i.metadata.get("kept_files")]
+        if kept and self.status is JobStatus.COMPLETED:
+            self.status = JobStatus.PARTIAL
+            self.error = self.error or (
+                f"{len(kept)} item(s) skipped to keep files cgpu-kit did not write; see the summary")
         if self.status is JobStatus.FAILED and not self.error:
             self.error = "every item failed"
         self._write_summary()
@@ -683,3 +783,53 @@ def _tail(path: Path, lines: int = 60) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def _input_names(inputs: Any) -> list[str]:
+    """The inputs as strings, or a :class:`ParameterError` naming the one that is not a path."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if inputs is None or isinstance(inputs, (bytes, bytearray)) or not isinstance(inputs, Iterable):
+        raise ParameterError(
+            f"inputs must be a file path or a list of file paths (str or pathlib.Path), got {type(inputs).__name__}",
+            name="inputs",
+        )
+    names = []
+    for n, p in enumerate(inputs):
+        if not isinstance(p, (str, os.PathLike)) or isinstance(p, (bytes, bytearray)):
+            raise ParameterError(
+                f"input #{n + 1} must be a file path (str or pathlib.Path), got {type(p).__name__} {p!r:.60}", name="inputs"
+            )
+        name = os.fspath(p)
+        if not isinstance(name, str) or not name:
+            raise ParameterError(f"input #{n + 1} must be a non-empty file path, got {name!r:.60}", name="inputs")
+        names.append(name)
+    return names
+
+
+def _out_dir(out_dir: Any) -> Path:
+    """The output folder, absolute and normalised (``in/../out`` is ``out``), or a :class:`ParameterError`
+    when it cannot be one (a file, a folder this user cannot write to); checked before anything runs."""
+    if not isinstance(out_dir, (str, os.PathLike)) or isinstance(out_dir, (bytes, bytearray)) or not os.fspath(out_dir):
+        raise ParameterError(f"the output folder must be a path (str or pathlib.Path), got {out_dir!r:.60}", name="out_dir")
+    path = Path(os.path.normpath(Path(os.fspath(out_dir)).expanduser().absolute()))
+    probe_dir = path
+    while not probe_dir.exists() and probe_dir.parent != probe_dir and not probe_dir.is_symlink():
+        probe_dir = probe_dir.parent
+    if probe_dir.exists() and not probe_dir.is_dir():
+        what = "is" if probe_dir == path else f"is inside {probe_dir}, which is"
+        raise ParameterError(f"output folder {path} {what} a file, not a folder; give a folder (-o/out_dir)", name="out_dir")
+    if probe_dir.exists() and not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise ParameterError(
+            f"output folder {path} cannot be written ({probe_dir} is not writable by this user); "
+            "choose another output folder or fix its permissions", name="out_dir",
+        )
+    return path
+
+
+def _real(path: Path) -> Path:
+    """``path`` with its links resolved, or as given when they loop (the check reports the loop per item)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.normpath(path))

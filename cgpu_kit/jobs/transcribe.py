@@ -227,6 +227,9 @@ class TranscribeJob(CGPUJob):
             raise InputError(f"{path}: has no audio track, so there is nothing to transcribe", path=str(path))
         super().check_media(path, info)
 
+    #: subtitles may go beside their clips (``-o`` the clips' own folder); earlier outputs are still left out
+    outputs_beside_inputs = True
+
     def _is_own_output(self, path: Path, stem: str) -> bool:
         """Outputs sit next to their inputs happily: only a same-named subtitle file would be overwritten."""
         suffixes = {"." + f for f in self.params["format"]}
