@@ -348,13 +348,13 @@ class CGPUJobManager:
             return
         try:
             job.download(transport)
-        except CgpuKitError as exc:
-            log.warning("job %s: could not fetch its logs: %s", job.job_id, exc)
+        except (CgpuKitError, OSError) as exc:
+            log.warning("job %s: could not fetch its logs: %s", job.job_id, describe_failure(exc))
 
     def _stop_after_interrupt(self, job: CGPUJob, transport: Transport) -> None:
         try:
             job.stop(transport)
-        except (CgpuKitError, KeyboardInterrupt) as exc:
+        except (CgpuKitError, OSError, KeyboardInterrupt) as exc:
             log.warning("job %s: stopped without fetching everything: %s", job.job_id, exc)
 
 

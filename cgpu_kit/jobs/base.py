@@ -156,7 +156,7 @@ class CGPUJob(abc.ABC):
         if info.width and info.height and info.width * info.height > self.max_pixels:
             raise InputError(
                 f"{path}: {info.width}x{info.height} is larger than the limit of {self.max_pixels} pixels "
-                "(max_pixels); downscale it first or raise the limit", path=str(path),
+                "(max_pixels); downscale it first, or raise the limit with --max-pixels N (Python: max_pixels=N)", path=str(path),
             )
 
     def output_name(self, stem: str, runtime_name: str) -> str:
@@ -619,6 +619,8 @@ class CGPUJob(abc.ABC):
             shutil.rmtree(self.state_dir / "parts", ignore_errors=True)
             if (self.state_dir / CLOSED).exists():
                 shutil.rmtree(self.state_dir / "chunks", ignore_errors=True)
+        except OSError as exc:  # a full disk: the job's state stays, and the next run picks it up
+            log.warning("job %s: could not tidy its state in %s: %s", self.job_id, self.state_dir, exc)
         finally:
             self._lock.release()
 

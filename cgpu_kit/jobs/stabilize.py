@@ -40,6 +40,13 @@ class StabilizeJob(CGPUJob):
     def get_requirements(self) -> Requirements:
         return Requirements(apt=("ffmpeg",), pip=("imageio-ffmpeg",))
 
+    def estimated_output_bytes(self, item) -> int:
+        """Re-encoding at crf 18 took up to 5.5x the input with the fast x264 presets and 1.8x with medium on
+        the sample clips (docs/reliability.md); x1.3 margin, and twice the size for each 6 crf below 18."""
+        fast = self.params["preset"] in ("ultrafast", "superfast", "veryfast")
+        factor = (7.0 if fast else 2.5) * 2 ** (max(0, 18 - self.params["crf"]) / 6)
+        return int(item.size * factor)
+
     def check_media(self, path: Path, info) -> None:
         from ..exceptions import InputError
 

@@ -188,6 +188,8 @@ class TranscribeJob(CGPUJob):
     accepts: ClassVar[frozenset[str]] = frozenset({"audio"})
     default_timeout: ClassVar[float] = 600.0
     default_item_timeout: ClassVar[float] = 300.0
+    #: subtitles are text: a few kB per minute (.json with words the most); a tenth of the audio is ample
+    output_size_factor: ClassVar[float] = 0.1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -286,6 +288,11 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     if looks_like_path(model):
         path = Path(model).expanduser().absolute()
         if engine == "faster-whisper":
+            if path.exists() and not path.is_dir():
+                raise ParameterError(
+                    f"model {path} is a file, not a model folder; give the folder of a CTranslate2 Whisper model "
+                    f"(with model.bin), or a model name: {', '.join(FASTER_MODELS)}", name="model",
+                )
             if not path.is_dir():
                 raise ParameterError(
                     f"model folder {path} does not exist; give a CTranslate2 Whisper model folder (with model.bin), "

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import MissingDependencyError
+from ..exceptions import MissingDependencyError, ParameterError
 from ..media import find_ffmpeg
 from ..subtitles import Segment, Transcript, Word, write
 from .context import ItemContext, ItemError
@@ -149,7 +149,10 @@ class FasterWhisperEngine:
         self.params = params
         self.model_info = resolve_model(params["model"])
         started = time.monotonic()
-        self.model = WhisperModel(self.model_info.path, device=params["device"], compute_type=params["compute_type"])
+        try:
+            self.model = WhisperModel(self.model_info.path, device=params["device"], compute_type=params["compute_type"])
+        except (RuntimeError, ValueError) as exc:
+            raise ParameterError(load_advice(params["device"], params["compute_type"], exc), name="device") from None
         self.load_seconds = round(time.monotonic() - started, 3)
         log.info("loaded Whisper model %s from %s in %.1fs", params["model"], self.model_info.source, self.load_seconds)
 
@@ -243,6 +246,18 @@ class OpenAIWhisperEngine:
 
 
 ENGINES = {"faster-whisper": FasterWhisperEngine, "openai-whisper": OpenAIWhisperEngine}
+
+
+def load_advice(device: str, compute_type: str, exc: Exception) -> str:
+    """What to do when the model cannot be loaded with the device and compute type asked for."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "cuda" in text.lower() or device == "cuda":
+        return (f"the model cannot run on the GPU here (device {device!r}: {text}); this runtime has no usable "
+                "CUDA GPU: use --device cpu (or auto), or run on a GPU runtime with --backend cgpu")
+    if compute_type not in ("auto", "default"):
+        return (f"compute type {compute_type!r} is not supported on this device ({text}); use --compute-type auto "
+                "(or int8 / float32 on a CPU; float16 needs a GPU)")
+    return f"the Whisper model could not be loaded on device {device!r} ({text})"
 
 
 class TranscribeProcessor(Processor):
