@@ -132,7 +132,8 @@ class _Progress:
             self.bar.close()
 
 
-def _print_summary(result: JobResult, stream: Any = sys.stderr) -> None:
+def _print_summary(result: JobResult, stream: Any = None) -> None:
+    stream = stream or sys.stderr
     print(result.summary(), file=stream)
     for item in result.items:
         if item.status is ItemStatus.FAILED:
