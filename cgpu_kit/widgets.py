@@ -175,7 +175,7 @@ class ResultView:
 
 def run_batch(job: str, inputs: Any, out: str | os.PathLike[str] = "", *, backend: str = "local",
               params: dict[str, Any] | None = None, timeout: float = 0, item_timeout: float = 0,
-              workers: int = 0, force: bool = False) -> JobResult:
+              workers: int = 0, force: bool = False, overwrite: bool = False) -> JobResult:
     """One batch as ``notebooks/batch.ipynb`` runs it: expand the inputs, run the job, return its result.
 
     Empty ``inputs`` take the job type's generated samples; an empty ``out`` a new temporary folder. Zero
@@ -188,7 +188,7 @@ def run_batch(job: str, inputs: Any, out: str | os.PathLike[str] = "", *, backen
     out_dir = Path(os.fspath(out)) if os.fspath(out) else Path(tempfile.mkdtemp(prefix=f"cgpu_kit_{job}_"))
     the_job = job_class(job)(
         paths, out_dir, backend=backend, params=params or {}, timeout=timeout or None,
-        item_timeout=item_timeout or None, workers=workers, force=force,
+        item_timeout=item_timeout or None, workers=workers, force=force, overwrite=overwrite,
     )
     the_job.on_item = _log_item
     log.info("%s: %d input(s) -> %s (backend %s)", job, len(paths), the_job.out_dir, backend)

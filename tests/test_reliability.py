@@ -57,6 +57,8 @@ def _assert_exactly_once(out: Path, inputs: list[Path], counter: Path) -> None:
     redone = sum(c - 1 for c in processed.values())
     FAULTS["items redone"] += redone
     assert redone == 0, processed
+    records = (out / "_cgpu_kit" / "ledger.jsonl").read_text().splitlines()
+    assert len(records) == len(inputs), records  # a resumed job neither re-delivers nor re-records an item
 
 
 @pytest.fixture
