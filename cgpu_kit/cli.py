@@ -217,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cgpu-kit: error: {_cli_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted before anything ran: nothing was changed; run the same command again", file=sys.stderr)
+        print("interrupted before the batch started (while checking the inputs); outputs already finished are "
+              "kept: run the same command again", file=sys.stderr)
         return 130
     except OSError as exc:
         print(f"cgpu-kit: error: {describe_failure(exc)}", file=sys.stderr)

@@ -8,7 +8,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from .exceptions import ParameterError
 
 CHUNK = 1 << 20
 
@@ -70,3 +72,53 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def input_names(inputs: Any) -> list[str]:
+    """The inputs as strings, or a :class:`ParameterError` naming the one that is not a path."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if inputs is None or isinstance(inputs, (bytes, bytearray)) or not isinstance(inputs, Iterable):
+        raise ParameterError(
+            f"inputs must be a file path or a list of file paths (str or pathlib.Path), got {type(inputs).__name__}",
+            name="inputs",
+        )
+    names = []
+    for n, p in enumerate(inputs):
+        if not isinstance(p, (str, os.PathLike)) or isinstance(p, (bytes, bytearray)):
+            raise ParameterError(
+                f"input #{n + 1} must be a file path (str or pathlib.Path), got {type(p).__name__} {p!r:.60}", name="inputs"
+            )
+        name = os.fspath(p)
+        if not isinstance(name, str) or not name:
+            raise ParameterError(f"input #{n + 1} must be a non-empty file path, got {name!r:.60}", name="inputs")
+        names.append(name)
+    return names
+
+
+def output_folder(out_dir: Any) -> Path:
+    """The output folder, absolute and normalised (``in/../out`` is ``out``), or a :class:`ParameterError`
+    when it cannot be one (a file, a folder this user cannot write to); checked before anything runs."""
+    if not isinstance(out_dir, (str, os.PathLike)) or isinstance(out_dir, (bytes, bytearray)) or not os.fspath(out_dir):
+        raise ParameterError(f"the output folder must be a path (str or pathlib.Path), got {out_dir!r:.60}", name="out_dir")
+    path = Path(os.path.normpath(Path(os.fspath(out_dir)).expanduser().absolute()))
+    probe_dir = path
+    while not probe_dir.exists() and probe_dir.parent != probe_dir and not probe_dir.is_symlink():
+        probe_dir = probe_dir.parent
+    if probe_dir.exists() and not probe_dir.is_dir():
+        what = "is" if probe_dir == path else f"is inside {probe_dir}, which is"
+        raise ParameterError(f"output folder {path} {what} a file, not a folder; give a folder (-o/out_dir)", name="out_dir")
+    if probe_dir.exists() and not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise ParameterError(
+            f"output folder {path} cannot be written ({probe_dir} is not writable by this user); "
+            "choose another output folder or fix its permissions", name="out_dir",
+        )
+    return path
+
+
+def real_path(path: Path) -> Path:
+    """``path`` with its links resolved, or as given when they loop (the check reports the loop per item)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.normpath(path))

@@ -316,3 +316,20 @@ def test_row13_when_the_lock_refuses_a_run_then_no_empty_summary_is_printed(shak
     finally:
         lock.release()
     assert rc == 2 and "in use by another run" in err and "0 done" not in err
+
+
+def test_row7_when_the_output_folder_cannot_be_written_then_the_cli_exits_2_naming_it(tmp_path, capfd):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True, text=True)
+    if mounted.returncode != 0:  # as a user, a folder without write permission does the same
+        ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("root can write to a folder without write permission, and mounting a read-only tmpfs failed")
+        rc, err = _cli(capfd, "stabilize", str(tmp_path / "a.mp4"), "-o", str(ro / "out"))
+    finally:
+        if mounted.returncode == 0:
+            subprocess.run(["umount", "-l", str(ro)], check=False)
+        ro.chmod(0o755)
+    assert rc == 2 and f"output folder {ro / 'out'} cannot be written" in err and "Traceback" not in err, err

@@ -37,7 +37,7 @@ from ..results import ItemResult, ItemStatus, JobResult, JobStatus
 from ..runtime import layout
 from ..templates import template_path
 from ..transports.base import Transport
-from ..util import file_sha256, write_json
+from ..util import file_sha256, input_names, output_folder, real_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,9 @@ class CGPUJob(abc.ABC):
     ) -> None:
         self.job_id = job_id or uuid.uuid4().hex
         #: the inputs as the caller spelled them (``./a.mp4`` stays ``./a.mp4`` in messages)
-        self.input_names = _input_names(inputs)
+        self.input_names = input_names(inputs)
         self.inputs = [Path(p) for p in self.input_names]
-        self.out_dir = _out_dir(out_dir)
+        self.out_dir = output_folder(out_dir)
         self.params = self.params_spec.resolve({**(params or {}), **more_params}, job_type=self.job_type)
         self.backend = backend
         self.remote_root_arg = remote_root
@@ -190,7 +190,7 @@ class CGPUJob(abc.ABC):
             self.items.append(result)
             try:
                 path = raw.expanduser().absolute()
-                real = _real(path)
+                real = real_path(path)
                 if real in seen:
                     result.status = ItemStatus.SKIPPED
                     result.error = f"duplicate of input {seen[real].input_path!r}; processed once"
@@ -237,12 +237,12 @@ class CGPUJob(abc.ABC):
     def _leave_out_outputs(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
         """Split ``names`` into real inputs and outputs of the toolkit (inside the output folder, or recorded
         by the ledger of the folder they are in)."""
-        out_real = _real(self.out_dir)
+        out_real = real_path(self.out_dir)
         ledgers: dict[Path, Ledger] = {}
         keep, left = [], []
         for name in names:
             path = Path(os.path.normpath(Path(name).expanduser().absolute()))
-            real = _real(path)
+            real = real_path(path)
             inside = real == out_real or out_real in real.parents or self.out_dir in path.parents
             if inside and self.outputs_beside_inputs:
                 inside = STATE_DIR in real.parts or (real.parent == out_real and self._ledger.wrote(real.name))
@@ -277,7 +277,7 @@ class CGPUJob(abc.ABC):
         try:
             once: dict[Path, cf.Future[tuple[MediaInfo, str]]] = {}  # a duplicate input is checked once
             for raw in inputs:
-                real = _real(raw.expanduser().absolute())
+                real = real_path(raw.expanduser().absolute())
                 if real not in once:
                     once[real] = pool.submit(check, raw)
             cf.wait(once.values())
@@ -285,7 +285,7 @@ class CGPUJob(abc.ABC):
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
-        return [once[_real(raw.expanduser().absolute())].result for raw in inputs]
+        return [once[real_path(raw.expanduser().absolute())].result for raw in inputs]
 
     def _validate(self, path: Path) -> MediaInfo:
         try:
@@ -713,7 +713,7 @@ class CGPUJob(abc.ABC):
             success=self.status is JobStatus.COMPLETED,
             output_path=str(self.out_dir),
             metadata={"job_type": self.job_type, "params": dict(self.params), "backend": getattr(self.backend, "name", self.backend),
-                      "remote_work_dir": self.remote_work_dir},
+                      "remote_work_dir": self.remote_work_dir, "left_out": list(self.left_out)},
             error=self.error, status=self.status, job_id=self.job_id, items=list(self.items),
             log_path=str(self.log_path) if self.log_path else None, remote_log=self.remote_log,
             timings=dict(self.timings),
@@ -786,52 +786,3 @@ def _tail(path: Path, lines: int = 60) -> str:
     except OSError:
         return ""
 
-
-def _input_names(inputs: Any) -> list[str]:
-    """The inputs as strings, or a :class:`ParameterError` naming the one that is not a path."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    if inputs is None or isinstance(inputs, (bytes, bytearray)) or not isinstance(inputs, Iterable):
-        raise ParameterError(
-            f"inputs must be a file path or a list of file paths (str or pathlib.Path), got {type(inputs).__name__}",
-            name="inputs",
-        )
-    names = []
-    for n, p in enumerate(inputs):
-        if not isinstance(p, (str, os.PathLike)) or isinstance(p, (bytes, bytearray)):
-            raise ParameterError(
-                f"input #{n + 1} must be a file path (str or pathlib.Path), got {type(p).__name__} {p!r:.60}", name="inputs"
-            )
-        name = os.fspath(p)
-        if not isinstance(name, str) or not name:
-            raise ParameterError(f"input #{n + 1} must be a non-empty file path, got {name!r:.60}", name="inputs")
-        names.append(name)
-    return names
-
-
-def _out_dir(out_dir: Any) -> Path:
-    """The output folder, absolute and normalised (``in/../out`` is ``out``), or a :class:`ParameterError`
-    when it cannot be one (a file, a folder this user cannot write to); checked before anything runs."""
-    if not isinstance(out_dir, (str, os.PathLike)) or isinstance(out_dir, (bytes, bytearray)) or not os.fspath(out_dir):
-        raise ParameterError(f"the output folder must be a path (str or pathlib.Path), got {out_dir!r:.60}", name="out_dir")
-    path = Path(os.path.normpath(Path(os.fspath(out_dir)).expanduser().absolute()))
-    probe_dir = path
-    while not probe_dir.exists() and probe_dir.parent != probe_dir and not probe_dir.is_symlink():
-        probe_dir = probe_dir.parent
-    if probe_dir.exists() and not probe_dir.is_dir():
-        what = "is" if probe_dir == path else f"is inside {probe_dir}, which is"
-        raise ParameterError(f"output folder {path} {what} a file, not a folder; give a folder (-o/out_dir)", name="out_dir")
-    if probe_dir.exists() and not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise ParameterError(
-            f"output folder {path} cannot be written ({probe_dir} is not writable by this user); "
-            "choose another output folder or fix its permissions", name="out_dir",
-        )
-    return path
-
-
-def _real(path: Path) -> Path:
-    """``path`` with its links resolved, or as given when they loop (the check reports the loop per item)."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return Path(os.path.normpath(path))
