@@ -306,12 +306,9 @@ def run_command(command: str, *, verbose: bool, lose: dict[str, Any] | None) -> 
 
 
 def remote_destination(source: str, destination: str | None) -> str:
-    """cgpu's mapping: default /content/<basename>; leading ``/`` and ``..`` removed; taken from ``/``."""
+    """cgpu's mapping: default /content/<basename>; empty and ``..`` segments dropped (not resolved); from ``/``."""
     dest = destination or f"/content/{os.path.basename(source)}"
-    parts = dest.split("/")
-    while parts and parts[0] in ("", ".."):
-        parts.pop(0)
-    return "/" + "/".join(parts)
+    return "/" + "/".join(p for p in dest.replace("\\", "/").split("/") if p and p != "..")
 
 
 def _format_bytes(n: int) -> str:
@@ -326,16 +323,24 @@ def _format_bytes(n: int) -> str:
 
 
 def copy_file(source: str, destination: str | None, faults: list[dict[str, Any]], record: dict[str, Any]) -> int:
-    try:
-        data = Path(source).read_bytes()
-    except OSError as exc:
-        print(f"ENOENT: no such file or directory, open '{source}'" if exc.errno == errno.ENOENT else str(exc), file=sys.stderr)
+    local = os.path.abspath(source)
+    if not os.path.exists(local):
+        print(f"ENOENT: no such file or directory, stat '{local}'", file=sys.stderr)
         return 1
+    if not os.path.isfile(local):
+        print(f"Cannot upload {local}: not a file.", file=sys.stderr)
+        return 1
+    data = Path(local).read_bytes()
     remote = remote_destination(source, destination)
     record["dest"] = remote
     parent = os.path.dirname(remote)
+    if any(part.startswith(".") for part in remote.split("/")):  # a stock Jupyter server refuses hidden paths
+        print(f'Upload failed (400 Bad Request): {{"message": "Cannot create file or directory \'{remote}\'", '
+              '"reason": null}', file=sys.stderr)
+        return 1
     if not os.path.isdir(parent):
-        print(f"Failed to upload {os.path.basename(source)}: 404 Not Found: No such directory: {parent.lstrip('/')}", file=sys.stderr)
+        print(f'Upload failed (500 Internal Server Error): {{"message": "Unexpected error while saving file: '
+              f'{remote.lstrip("/")} [Errno 2] No such file or directory: \'{remote}\'", "reason": null}}', file=sys.stderr)
         return 1
     lose = next((f for f in faults if f["fault"] == "lose_end"), None)
     body = data[: len(data) // 2] if lose and lose.get("partial") else data
