@@ -24,7 +24,12 @@ from cgpu_harness import no_pwned  # tests/fakes is on sys.path (conftest)
 import colab_runtime
 
 CGPU_DIR, WHY_NOT = colab_runtime.real_cgpu_dir()
-pytestmark = pytest.mark.skipif(CGPU_DIR is None, reason=f"the real cgpu client is not available: {WHY_NOT}")
+if CGPU_DIR is None and os.environ.get("CGPU_KIT_REQUIRE_REAL_CGPU"):  # CI: these tests must run
+    raise RuntimeError(f"the real cgpu client is required (CGPU_KIT_REQUIRE_REAL_CGPU) but not available: {WHY_NOT}")
+pytestmark = [
+    pytest.mark.skipif(CGPU_DIR is None, reason=f"the real cgpu client is not available: {WHY_NOT}"),
+    pytest.mark.timeout(900),  # a batch is some 25 cgpu calls; node alone starts in seconds on a loaded machine
+]
 
 from cgpu_kit.exceptions import CallRefusedError, CgpuAuthError, ParameterError  # noqa: E402
 from cgpu_kit.jobs.stabilize import StabilizeJob  # noqa: E402
@@ -173,7 +178,7 @@ def test_when_an_image_and_a_video_are_upscaled_through_the_real_cgpu_then_both_
 def test_when_ctrl_c_hits_a_batch_then_the_same_command_again_finishes_it_and_no_terminal_is_left(
     runtime, fresh_manager, shaky_clip, tmp_path, monkeypatch,
 ):
-    inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4"])
+    inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4"])
     invoke = CgpuTransport._invoke
     polls = []
 
@@ -194,9 +199,8 @@ def test_when_ctrl_c_hits_a_batch_then_the_same_command_again_finishes_it_and_no
 
     again = cgpu_kit.stabilize(inputs, tmp_path / "out", backend="cgpu", preset="ultrafast")
     assert again.status is JobStatus.COMPLETED, (again.error, again.remote_log)
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == ["a.mp4", "b.mp4"]
-    for name in ("a.mp4", "b.mp4"):
-        assert probe(tmp_path / "out" / name).frames == CLIP["frames"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == ["a.mp4"]
+    assert probe(tmp_path / "out" / "a.mp4").frames == CLIP["frames"]
     assert settled_terminals(runtime) == []
 
 

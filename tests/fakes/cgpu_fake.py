@@ -5,7 +5,9 @@ recycle wipes) is ``$CGPU_FAKE_CONTENT`` (default ``/content``). ``run`` types t
 interactive bash on a pseudo-terminal, exactly as cgpu types it into a Jupyter terminal, followed by cgpu's
 own exit-marker lines, and filters the output as cgpu does (``\\r`` and ANSI stripped, empty lines and the
 ``exit``/``PS1=``/``stty`` lines dropped, a leading ``/# `` cut). A program that reads stdin really
-swallows what follows it, and the terminal's stderr arrives on stdout.
+swallows what follows it, and the terminal's stderr arrives on stdout. ``copy`` refuses what a stock Jupyter
+server refuses, in the real client's words (seen running, see the reference): a hidden destination (400), a
+missing folder (500, ``[Errno 2]``), a missing local file (``ENOENT``) or a folder (``not a file.``).
 
 Environment:
 

@@ -204,6 +204,12 @@ class ColabRuntime:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAKES), env.get("PYTHONPATH")]))
         env["JUPYTER_CONFIG_DIR"] = str(base / "jupyter_config")  # none of this machine's own settings
         env["JUPYTER_RUNTIME_DIR"] = str(base / "jupyter_runtime")
+        # Colab's terminals run a plain bash whose python3 is a real interpreter; this machine's login files
+        # (a version manager's shims: 0.2 s and more per python3) are not the runtime's
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        (base / "jupyter_config").mkdir(exist_ok=True)
+        (base / "jupyter_config" / "jupyter_server_config.json").write_text(json.dumps(
+            {"ServerApp": {"terminado_settings": {"shell_command": ["/bin/bash", "--norc", "--noprofile", "-i"]}}}))
         for name in [n for n in env if n.startswith(("CGPU_KIT_", "CGPU_FAKE_")) or n == "CGPU_BIN"]:
             del env[name]
         self.server = subprocess.Popen(
