@@ -52,7 +52,7 @@ def classify(call: dict) -> str:
         return "launch"
     if "cgpu_kit.runtime.status" in text:
         return "poll"
-    if ".cgpu_kit" in text:
+    if "cgpu_kit_runtime" in text:
         return "set-up"
     if "exec(base64" in text:
         return "download"

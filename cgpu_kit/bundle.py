@@ -35,7 +35,9 @@ def _members() -> list[tuple[str, Path]]:
     members = []
     for path in sorted(package.rglob("*")):
         rel = path.relative_to(package)
-        if path.is_dir() or "__pycache__" in rel.parts or path.suffix in (".pyc", ".pyo") or path.name.startswith("."):
+        if path.is_dir() or "__pycache__" in rel.parts or path.suffix in (".pyc", ".pyo") or any(
+            part.startswith(".") for part in rel.parts
+        ):  # no hidden names on the runtime: its Jupyter server may refuse them
             continue
         members.append((f"cgpu_kit/{rel.as_posix()}", path))
     templates = templates_dir().resolve()

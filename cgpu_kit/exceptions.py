@@ -13,6 +13,8 @@
     │   ├── ConnectionLostError      the call ran (maybe) but its framing/exit marker never arrived: retried
     │   ├── CallTimeoutError         the call did not finish within its timeout: retried
     │   ├── CgpuAuthError            cgpu is not logged in; never retried, says what to run
+    │   ├── CallRefusedError         the call was refused for a reason retrying cannot change (a 4xx from the
+    │   │                            runtime's server: hidden or bad path, missing folder; a missing local file)
     │   └── RuntimeLostError         the runtime was recycled (work folder or set-up marker gone)
     ├── RemoteCommandError           a command ran on the runtime and exited non-zero (not retried)
     └── JobError                     a whole job failed (raised only by JobResult.raise_for_status)
@@ -84,6 +86,17 @@ class CallTimeoutError(TransportError):
 
 class CgpuAuthError(TransportError):
     """The cgpu tool is not logged in (missing credentials, or it waits for a browser login)."""
+
+    retryable = False
+
+
+class CallRefusedError(TransportError):
+    """The runtime (or cgpu) refused the call for a reason that trying again cannot change.
+
+    Raised for a 4xx answer of the runtime's Jupyter server (a hidden path, a bad path), a missing folder on
+    the runtime, or a local file that is not there; carries the server's own words (``output``) and says what
+    to do. Never retried: the batch ends at once instead of spending its retries on a certain refusal.
+    """
 
     retryable = False
 

@@ -206,7 +206,7 @@ class CGPUJobManager:
         if state.initialised_at is not None and state.requirements.covers(requirements):
             if t.is_set_up(state.requirements, timeout=120):
                 return
-            log.warning("the runtime %s lost its set-up (recycled?); setting it up again", t.key)
+            log.warning("the runtime %s no longer holds this session's set-up; setting it up again", t.key)
         wanted = state.requirements | requirements
         started = time.monotonic()
         t.setup(wanted, timeout=self.setup_timeout)

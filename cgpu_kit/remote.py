@@ -86,7 +86,7 @@ class RemoteBatch:
                 except json.JSONDecodeError:
                     break
         if result.exit_code != 0 and "No module named" in result.output:
-            raise RuntimeLostError("cgpu_kit is gone from the runtime (recycled)", output=result.output)
+            raise RuntimeLostError("the shipped cgpu_kit is missing on the runtime (its set-up is gone)", output=result.output)
         raise ConnectionLostError("the status of the batch did not come back whole", output=result.output)
 
     def exists(self) -> bool:

@@ -30,4 +30,14 @@ if $PY -m pip show -q opencv-python >/dev/null 2>&1; then
   $PY -m pip uninstall -q -y opencv-python opencv-python-headless
   $PY -m pip install -q --disable-pip-version-check opencv-python-headless
 fi
+if (( want_test )); then
+  # The real cgpu client for tests/test_real_cgpu.py: node and npm, then the vendored source
+  # (../shared/vendor/cgpu-0.1.4, unmodified) built once into the cache (or $CGPU_REAL_DIR).
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  $PY -c 'import sys; sys.path.insert(0, "tests/fakes"); import colab_runtime as c; d, why = c.real_cgpu_dir(); print("real cgpu:", d or why); sys.exit(d is None)' \
+    || echo "warning: the real cgpu client could not be built; tests/test_real_cgpu.py will skip" >&2
+fi
 echo "cgpu-kit is set up: $($PY -m cgpu_kit --version)"

@@ -193,9 +193,9 @@ def test_when_the_runtime_is_set_up_then_it_runs_this_very_cgpu_kit_and_a_recycl
     assert not t.is_set_up(needs, timeout=30)
     t.setup(needs, timeout=120)
     assert t.is_set_up(needs, timeout=30)
-    lib = fake_cgpu.root / ".cgpu_kit" / "lib"
+    lib = fake_cgpu.root / "cgpu_kit_runtime" / "lib"
     assert (lib / "cgpu_kit" / "jobs" / "base.py").read_bytes() == (Path(cgpu_kit.__file__).parent / "jobs" / "base.py").read_bytes()
-    assert not (fake_cgpu.root / ".cgpu_kit" / "setup.log").exists()  # everything was there: nothing installed
+    assert not (fake_cgpu.root / "cgpu_kit_runtime" / "setup.log").exists()  # everything was there: nothing installed
     env = " ".join(f"{k}={v}" for k, v in t.runtime_env().items())
     where = t.run(f"env {env} python3 -c 'import cgpu_kit; print(cgpu_kit.__file__)'", timeout=60).check("import")
     assert where.output.strip() == str(lib / "cgpu_kit" / "__init__.py")
@@ -210,4 +210,4 @@ def test_when_a_requirement_cannot_be_met_then_setup_fails_with_what_is_missing(
     t = CgpuTransport()
     with pytest.raises(MissingDependencyError, match="no-such-tool-cgpu-kit"):
         t.setup(Requirements(programs=("no-such-tool-cgpu-kit",)), timeout=120)
-    assert (fake_cgpu.root / ".cgpu_kit" / "setup.log").exists()  # the installer ran detached, with its log
+    assert (fake_cgpu.root / "cgpu_kit_runtime" / "setup.log").exists()  # the installer ran detached, with its log

@@ -12,6 +12,9 @@ cgpu_kit (whose ``__init__`` needs tenacity). Modes:
 - ``state HOME BUNDLE_SHA SPEC``: one JSON line: ``ready``, ``installing``, ``failed`` (with the log's
   tail) or ``dead`` (the installer vanished without an outcome).
 
+Nothing it writes has a hidden name (a name starting with ``.``): the runtime's own Jupyter server may refuse
+such paths, and nothing that has to work may depend on them.
+
 Every answer is one line ``CGPUKIT_SETUP {json}``: the local side looks for that prefix, so noise around it
 does not matter.
 """
@@ -46,7 +49,7 @@ def spec_key(bundle_sha: str, spec: dict) -> str:
 
 def unpack(home: Path, bundle_sha: str) -> Path:
     lib = home / "lib"
-    stamp = lib / ".bundle"
+    stamp = lib / "bundle.sha256"
     if stamp.is_file() and stamp.read_text().strip() == bundle_sha:
         return lib
     fresh = home / f"lib.{os.getpid()}"
@@ -55,7 +58,7 @@ def unpack(home: Path, bundle_sha: str) -> Path:
         for name in zf.namelist():
             if name != "__main__.py" and not name.startswith(("/", "..")) and ".." not in name.split("/"):
                 zf.extract(name, fresh)
-    (fresh / ".bundle").write_text(bundle_sha)
+    (fresh / "bundle.sha256").write_text(bundle_sha)
     old = home / f"lib.old.{os.getpid()}"
     if lib.exists():
         os.replace(lib, old)
@@ -107,7 +110,7 @@ def missing(spec: dict, lib: Path) -> dict[str, list[str]]:
 def write_marker(home: Path, bundle_sha: str, spec: dict) -> None:
     marker = {"bundle": bundle_sha, "key": spec_key(bundle_sha, spec), "python": sys.executable, "time": time.time(),
               **{k: sorted(spec.get(k, [])) for k in ("pip", "apt", "modules", "programs", "pip_no_deps")}}
-    tmp = home / ".ready.json.tmp"
+    tmp = home / "ready.json.tmp"
     tmp.write_text(json.dumps(marker, sort_keys=True))
     os.replace(tmp, home / "ready.json")
 

@@ -41,18 +41,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..exceptions import (
-    CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, RemoteCommandError, RuntimeLostError,
+    CallRefusedError, CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, ParameterError,
+    RemoteCommandError, RuntimeLostError,
 )
 from ..requirements import Requirements
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
 from ..util import file_sha256, write_json
+from . import _cgpu_terminals as terminals
 from .base import CommandResult, Transport, sh
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_ROOT = "/content"
+#: the folder under the remote root holding the shipped cgpu_kit and its set-up marker (not hidden: the
+#: runtime's Jupyter server refuses to create hidden paths)
+HOME_NAME = "cgpu_kit_runtime"
 INSTALL_HINT = (
     "install cgpu from its repository (it is not on the npm registry): "
     "git clone https://github.com/RohanAdwankar/cgpu && cd cgpu && npm install && npm run build && npm link; "
@@ -68,7 +73,19 @@ LOGIN_NEEDED = (
      "terminal and finish the Google login in the browser, then run this again"),
     ("Opened browser for Google login", "cgpu is not logged in and waits for a browser login: run `cgpu status` "
      "in a terminal and finish the Google login in the browser, then run this again"),
+    ("Stored session invalid", "Google refused cgpu's stored login (expired or revoked) and cgpu deleted it: run "
+     "`cgpu status` in a terminal to log in again, then run this again"),
 )
+#: cgpu copy's words for refusals that trying again cannot change: (pattern, what the user must do)
+COPY_REFUSED = (
+    (re.compile(r"Upload failed \(4\d\d"), "the runtime's server refused the path; a name starting with '.' is "
+     "refused by Jupyter: pick a --remote-root (CGPU_KIT_REMOTE_ROOT) of plain folder names"),
+    (re.compile(r"Upload failed \(5\d\d.*(No such file or directory|Errno 2)"), "the destination's folder does not "
+     "exist on the runtime; run the command again (it creates the folder first)"),
+    (re.compile(r"ENOENT: no such file or directory|not a file\."), "the local file is gone or is not a file; check "
+     "that it is still there and run again"),
+)
+
 _UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 #: runs on the runtime: prints the file's size and sha256, then chunks [start, start+count) as base64
@@ -175,6 +192,13 @@ class CgpuTransport(Transport):
 
     def __init__(self, remote_root: str | None = None) -> None:
         root = remote_root or os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
+        hidden = [part for part in root.split("/") if part.startswith(".") and part not in (".", "..")]
+        if hidden:
+            raise ParameterError(
+                f"the remote root {root!r} has a hidden folder ({hidden[0]!r}): the runtime's Jupyter server refuses "
+                "to create hidden paths; pick a --remote-root (CGPU_KIT_REMOTE_ROOT) of plain folder names",
+                name="remote_root",
+            )
         super().__init__(self._absolute(root))
         self.executable = find_cgpu()
         self.poll_interval = _env_float("CGPU_KIT_POLL_INTERVAL", 5.0)
@@ -198,7 +222,7 @@ class CgpuTransport(Transport):
     @property
     def home(self) -> str:
         """Where the shipped cgpu_kit and the set-up marker live on the runtime."""
-        return posixpath.join(self.remote_root, ".cgpu_kit")
+        return posixpath.join(self.remote_root, HOME_NAME)
 
     def runtime_env(self) -> dict[str, str]:
         return {"PYTHONPATH": posixpath.join(self.home, "lib")}
@@ -208,6 +232,7 @@ class CgpuTransport(Transport):
     def _invoke(self, args: list[str], *, timeout: float, end_token: str | None = None) -> _Call:
         """Run ``cgpu ARGS`` with stdin closed in its own process group, reading its output as it comes."""
         self.calls += 1
+        started = time.time()
         proc = subprocess.Popen(
             [self.executable, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,
@@ -217,6 +242,12 @@ class CgpuTransport(Transport):
         sinks = {proc.stdout.fileno(): call.stdout, proc.stderr.fileno(): call.stderr}
         authenticated = False
         end_marker = f"CGPUKIT_{end_token}_E " if end_token else None
+        begin_marker = f"CGPUKIT_{end_token}_B" if end_token else None
+
+        def note_if_terminal_left() -> None:
+            if begin_marker and authenticated and not any(begin_marker in line for line in call.stdout):
+                terminals.note_killed(self.executable, started, time.time())
+
         deadline = time.monotonic() + timeout
         sel = selectors.DefaultSelector()
         for stream in (proc.stdout, proc.stderr):
@@ -252,14 +283,18 @@ class CgpuTransport(Transport):
                     return call
                 except subprocess.TimeoutExpired:
                     pass
-        except BaseException:  # an interrupt or a login prompt: cgpu runs in its own session, stop it here
+        except CgpuAuthError:
+            raise  # not logged in: no terminal was opened
+        except BaseException:  # an interrupt: cgpu runs in its own session, stop it here
             self._kill(proc)
+            note_if_terminal_left()
             raise
         finally:
             sel.close()
         self._kill(proc)
         if end_marker and any(end_marker in line for line in call.stdout):
             return call  # the answer is complete; cgpu merely failed to close
+        note_if_terminal_left()
         raise CallTimeoutError(
             f"cgpu {args[0]} did not finish within {timeout:.0f}s and was stopped", output="\n".join(call.stdout[-50:])
         )
@@ -285,8 +320,13 @@ class CgpuTransport(Transport):
 
     def run(self, command: str, *, timeout: float) -> CommandResult:
         token = secrets.token_hex(8)
+        stale = terminals.pending(self.executable)
+        if stale:
+            command = terminals.cleanup_command(stale) + command
         call = self._invoke(["run", wrap(command, token)], timeout=timeout, end_token=token)
         frame = unframe(call.stdout, token)
+        if stale and frame.begun:
+            terminals.forget(stale)
         if frame.exit_code is None:
             how = "before the command's output began" if not frame.begun else "before the command's end"
             raise ConnectionLostError(
@@ -314,11 +354,20 @@ class CgpuTransport(Transport):
     def put(self, local: Path, remote: str, *, timeout: float) -> bool:
         remote = self._absolute(remote)
         deadline = time.monotonic() + timeout
-        want = (local.stat().st_size, file_sha256(local))
+        try:
+            want = (local.stat().st_size, file_sha256(local))
+        except OSError as exc:
+            raise CallRefusedError(f"cannot upload {local}: {exc.strerror}; check that the file is still there") from None
         if self._remote_file(remote, timeout=timeout, mkdir=True) == want:
             log.debug("%s is already on the runtime intact", remote)
             return False
         call = self._invoke(["copy", str(local.absolute()), remote], timeout=max(deadline - time.monotonic(), 1.0))
+        if call.exit_code != 0:
+            said = " ".join(s.strip() for s in call.stderr if s.strip())
+            for pattern, advice in COPY_REFUSED:
+                if pattern.search(said):
+                    raise CallRefusedError(f"cgpu copy of {local.name} to {remote} was refused: {said[:500]} ({advice})",
+                                           output="\n".join(call.stdout + call.stderr))
         have = self._remote_file(remote, timeout=max(deadline - time.monotonic(), 30.0))
         if have != want:
             raise ConnectionLostError(
@@ -353,7 +402,7 @@ class CgpuTransport(Transport):
                 raise
             if result.exit_code == 2 and "NOFILE" in result.output:
                 if re.search(r"^NOFILE \d+ 0$", result.output, re.M):
-                    raise RuntimeLostError(f"{remote}: its folder is gone from the runtime (recycled?)", output=result.output)
+                    raise RuntimeLostError(f"{remote}: neither the file nor its folder is on the runtime", output=result.output)
                 raise RemoteCommandError(f"{remote}: no such file on the runtime", exit_code=2, output=result.output)
             result.check(f"reading {remote}")
             before = state["done"]

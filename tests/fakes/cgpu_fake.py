@@ -5,7 +5,9 @@ recycle wipes) is ``$CGPU_FAKE_CONTENT`` (default ``/content``). ``run`` types t
 interactive bash on a pseudo-terminal, exactly as cgpu types it into a Jupyter terminal, followed by cgpu's
 own exit-marker lines, and filters the output as cgpu does (``\\r`` and ANSI stripped, empty lines and the
 ``exit``/``PS1=``/``stty`` lines dropped, a leading ``/# `` cut). A program that reads stdin really
-swallows what follows it, and the terminal's stderr arrives on stdout.
+swallows what follows it, and the terminal's stderr arrives on stdout. ``copy`` refuses what a stock Jupyter
+server refuses, in the real client's words (seen running, see the reference): a hidden destination (400), a
+missing folder (500, ``[Errno 2]``), a missing local file (``ENOENT``) or a folder (``not a file.``).
 
 Environment:
 
@@ -306,12 +308,9 @@ def run_command(command: str, *, verbose: bool, lose: dict[str, Any] | None) -> 
 
 
 def remote_destination(source: str, destination: str | None) -> str:
-    """cgpu's mapping: default /content/<basename>; leading ``/`` and ``..`` removed; taken from ``/``."""
+    """cgpu's mapping: default /content/<basename>; empty and ``..`` segments dropped (not resolved); from ``/``."""
     dest = destination or f"/content/{os.path.basename(source)}"
-    parts = dest.split("/")
-    while parts and parts[0] in ("", ".."):
-        parts.pop(0)
-    return "/" + "/".join(parts)
+    return "/" + "/".join(p for p in dest.replace("\\", "/").split("/") if p and p != "..")
 
 
 def _format_bytes(n: int) -> str:
@@ -326,16 +325,24 @@ def _format_bytes(n: int) -> str:
 
 
 def copy_file(source: str, destination: str | None, faults: list[dict[str, Any]], record: dict[str, Any]) -> int:
-    try:
-        data = Path(source).read_bytes()
-    except OSError as exc:
-        print(f"ENOENT: no such file or directory, open '{source}'" if exc.errno == errno.ENOENT else str(exc), file=sys.stderr)
+    local = os.path.abspath(source)
+    if not os.path.exists(local):
+        print(f"ENOENT: no such file or directory, stat '{local}'", file=sys.stderr)
         return 1
+    if not os.path.isfile(local):
+        print(f"Cannot upload {local}: not a file.", file=sys.stderr)
+        return 1
+    data = Path(local).read_bytes()
     remote = remote_destination(source, destination)
     record["dest"] = remote
     parent = os.path.dirname(remote)
+    if any(part.startswith(".") for part in remote.split("/")):  # a stock Jupyter server refuses hidden paths
+        print(f'Upload failed (400 Bad Request): {{"message": "Cannot create file or directory \'{remote}\'", '
+              '"reason": null}', file=sys.stderr)
+        return 1
     if not os.path.isdir(parent):
-        print(f"Failed to upload {os.path.basename(source)}: 404 Not Found: No such directory: {parent.lstrip('/')}", file=sys.stderr)
+        print(f'Upload failed (500 Internal Server Error): {{"message": "Unexpected error while saving file: '
+              f'{remote.lstrip("/")} [Errno 2] No such file or directory: \'{remote}\'", "reason": null}}', file=sys.stderr)
         return 1
     lose = next((f for f in faults if f["fault"] == "lose_end"), None)
     body = data[: len(data) // 2] if lose and lose.get("partial") else data
