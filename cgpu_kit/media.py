@@ -1,7 +1,10 @@
 """Finding ffmpeg and ffprobe, and probing media files.
 
-The ffmpeg chosen for stabilization must have both vidstab filters: the one on PATH if it has them, else the
-static one that the PyPI package ``imageio-ffmpeg`` ships. ``CGPU_KIT_FFMPEG`` names another one.
+The ffmpeg chosen for stabilization must have both vidstab filters; among those found (the one on PATH, the
+static one that the PyPI package ``imageio-ffmpeg`` ships) it is the one linked with the newest vid.stab
+library, because that is what decides how steady the output is: vid.stab 1.1.0 (Debian 12's ffmpeg 5.1,
+Ubuntu 22.04's 4.4 on Colab) leaves about 30 times more shake than 1.4.0 (imageio-ffmpeg's ffmpeg 9) on
+the same clips (bench/RESULTS.md). ``CGPU_KIT_FFMPEG`` names another one and always wins.
 """
 
 from __future__ import annotations
@@ -75,8 +78,109 @@ def find_ffmpeg(*, filters: tuple[str, ...] = ()) -> str:
     )
 
 
+@dataclass(frozen=True)
+class FfmpegBuild:
+    """One ffmpeg executable, where it was found, and the versions that decide its vidstab's quality."""
+
+    path: str
+    source: str  # "CGPU_KIT_FFMPEG", "PATH" or "imageio-ffmpeg"
+    version: str | None
+    vidstab: tuple[int, ...] | None  # vid.stab's version as its filter reports it; None when it has no vidstab
+
+    @property
+    def vidstab_text(self) -> str:
+        return ".".join(map(str, self.vidstab)) if self.vidstab else "none"
+
+    def describe(self) -> str:
+        """What a user reads in the summary: ``ffmpeg 9.0.2 with vid.stab 1.4.0 (imageio-ffmpeg)``."""
+        return f"ffmpeg {self.version or '?'} with vid.stab {self.vidstab_text} ({self.source})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "source": self.source, "version": self.version, "vidstab": self.vidstab_text}
+
+
+_FFMPEG_VERSION = re.compile(r"ffmpeg version (?:n)?(\S+)")
+_VIDSTAB_VERSION = re.compile(r"vidstabdetect filter: init v(\d+(?:\.\d+)*)")
+
+
+@functools.lru_cache(maxsize=None)
+def _versions_of(ffmpeg: str) -> tuple[str | None, tuple[int, ...] | None]:
+    """ffmpeg's own version, and vid.stab's, which its vidstabdetect logs at start (about 0.1 s)."""
+    import tempfile
+
+    version = vidstab = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="cgpu_kit_vidstab_") as tmp:
+            proc = subprocess.run(
+                [ffmpeg, "-nostdin", "-hide_banner", "-version"],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+            )
+            if m := _FFMPEG_VERSION.search(proc.stdout):
+                version = m.group(1).split("-")[0] if m.group(1)[:1].isdigit() else m.group(1)
+            if all(f in _filters_of(ffmpeg) for f in VIDSTAB_FILTERS):
+                proc = subprocess.run(
+                    [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "verbose", "-f", "lavfi", "-i",
+                     "color=s=64x64:d=0.04", "-vf", "vidstabdetect=result=probe.trf", "-f", "null", "-"],
+                    stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, cwd=tmp,
+                )
+                if m := _VIDSTAB_VERSION.search(proc.stderr):
+                    vidstab = tuple(int(x) for x in m.group(1).split("."))
+                else:
+                    vidstab = (0,)  # has the filters but does not say its version: ranks below every known one
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version, vidstab
+
+
+def ffmpeg_build(path: str, source: str = "CGPU_KIT_FFMPEG") -> FfmpegBuild:
+    version, vidstab = _versions_of(path)
+    return FfmpegBuild(path=path, source=source, version=version, vidstab=vidstab)
+
+
+def _sourced_candidates() -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        found.append((on_path, "PATH"))
+    try:
+        import imageio_ffmpeg
+
+        found.append((imageio_ffmpeg.get_ffmpeg_exe(), "imageio-ffmpeg"))
+    except Exception:  # not installed, or its binary is missing
+        pass
+    return found
+
+
+def vidstab_build() -> FfmpegBuild:
+    """The ffmpeg that stabilization uses: ``CGPU_KIT_FFMPEG`` when set, else, among the builds with both
+    vidstab filters, the one with the newest vid.stab (ties go to the one on PATH).
+
+    Raises :class:`MissingDependencyError` saying what to install when no build has the filters.
+    """
+    env = os.environ.get("CGPU_KIT_FFMPEG")
+    if env:
+        build = ffmpeg_build(env, "CGPU_KIT_FFMPEG")
+        if build.vidstab is not None:
+            return build
+        log.warning("CGPU_KIT_FFMPEG=%s has no vidstab filters; looking for another ffmpeg", env)
+    builds = [ffmpeg_build(path, source) for path, source in _sourced_candidates()]
+    usable = [b for b in builds if b.vidstab is not None]
+    if usable:
+        best = max(usable, key=lambda b: b.vidstab or ())  # max keeps the first of equals: PATH before imageio
+        log.info("vidstab ffmpeg: %s at %s (candidates: %s)", best.describe(), best.path,
+                 "; ".join(f"{b.describe()} at {b.path}" for b in builds))
+        return best
+    looked = ", ".join([env] * bool(env) + [b.path for b in builds]) or "nothing (no ffmpeg on PATH, imageio-ffmpeg not installed)"
+    raise MissingDependencyError(
+        f"no ffmpeg with the filters {', '.join(VIDSTAB_FILTERS)} found; looked at {looked}. Install Debian's "
+        f"ffmpeg (apt-get install ffmpeg) or pip install imageio-ffmpeg, or set CGPU_KIT_FFMPEG to an ffmpeg "
+        f"built with libvidstab."
+    )
+
+
 def find_vidstab_ffmpeg() -> str:
-    return find_ffmpeg(filters=VIDSTAB_FILTERS)
+    """The path of :func:`vidstab_build`'s ffmpeg."""
+    return vidstab_build().path
 
 
 @functools.lru_cache(maxsize=None)

@@ -103,7 +103,15 @@ class JobResult:
         text = f"job {self.job_id}: {self.status.value}: " + ", ".join(parts)
         if self.error:
             text += f" ({self.error})"
+        if self.tools:
+            text += "; used " + ", ".join(self.tools)
         return text
+
+    @property
+    def tools(self) -> list[str]:
+        """The tools the items name in their ``tool`` metadata (the ffmpeg build of a stabilization), once
+        each: which build made an output changes how it looks, so the summary says it."""
+        return list(dict.fromkeys(i.metadata["tool"] for i in self.items if i.metadata.get("tool")))
 
     def raise_for_status(self) -> "JobResult":
         """Raise a :class:`JobError` unless every item succeeded; return self otherwise."""

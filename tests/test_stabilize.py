@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -33,6 +36,53 @@ def test_when_a_shaky_clip_is_stabilized_then_it_shakes_five_times_less_and_keep
     assert abs(dst["duration"] - src["duration"]) < 1.5 / src["fps"]
     assert dst["has_audio"] and dst["pix_fmt"] == "yuv420p" and dst["codec"] == "h264"
     assert result.items[0].timings["detect"] > 0 and result.items[0].timings["transform"] > 0
+
+
+def test_when_stabilized_with_the_defaults_then_less_than_a_hundredth_of_the_shake_is_left(shaky_clip, tmp_path):
+    # on this clip Debian's ffmpeg 5.1 (vid.stab 1.1.0) leaves 0.07 of the shake (1.15 of 16 px), the build chosen
+    # by default (imageio-ffmpeg's 9.0, vid.stab 1.4.0) none that phase correlation finds (bench/RESULTS.md)
+    clip = shaky_clip(jitter=12, audio=False, seed=0)
+    result = cgpu_kit.stabilize([clip], tmp_path / "out", preset="ultrafast")
+
+    assert result.success, result.summary()
+    before, after = mean_shift(clip), mean_shift(Path(result.items[0].output_path))
+    assert before > 10, "the test clip itself must be shaky"
+    assert after < 0.01 * before, (before, after, result.items[0].metadata["tool"])
+
+
+def ffmpeg_version(exe: str) -> str:
+    """``5.1.9`` from ``ffmpeg version 5.1.9-0+deb12u1 ...``, read here independently of cgpu_kit.media."""
+    first = subprocess.run([exe, "-version"], capture_output=True, text=True, check=True).stdout.split()[2]
+    return first.lstrip("n").split("-")[0]
+
+
+def test_when_cgpu_kit_ffmpeg_names_a_build_then_it_is_used_and_the_summary_and_metadata_name_it(shaky_clip, tmp_path, monkeypatch):
+    system = shutil.which("ffmpeg")
+    monkeypatch.setenv("CGPU_KIT_FFMPEG", system)
+    clip = shaky_clip(width=160, height=120, frames=20, jitter=8, audio=False)
+    run = subprocess.run([sys.executable, "-m", "cgpu_kit", "stabilize", str(clip), "-o", str(tmp_path / "out"),
+                          "--preset", "ultrafast", "-q", "--json"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    assert run.returncode == 0, run.stderr
+    item = json.loads(run.stdout)["items"][0]
+    assert item["metadata"]["ffmpeg"]["path"] == system
+    assert item["metadata"]["ffmpeg"]["version"] == ffmpeg_version(system)
+    assert item["metadata"]["ffmpeg"]["source"] == "CGPU_KIT_FFMPEG"
+    assert f"used ffmpeg {ffmpeg_version(system)} with vid.stab 1." in run.stderr.splitlines()[0]
+
+
+def test_when_no_ffmpeg_is_named_then_the_one_with_the_newest_vidstab_is_chosen_and_named(monkeypatch):
+    import imageio_ffmpeg
+
+    from cgpu_kit import media
+
+    monkeypatch.delenv("CGPU_KIT_FFMPEG", raising=False)
+    chosen = media.vidstab_build()
+    builds = [media.ffmpeg_build(shutil.which("ffmpeg"), "PATH"), media.ffmpeg_build(imageio_ffmpeg.get_ffmpeg_exe(), "imageio-ffmpeg")]
+    assert all(b.vidstab for b in builds), "both builds on this machine have vidstab"
+    assert chosen.vidstab == max(b.vidstab for b in builds)
+    assert chosen.version == ffmpeg_version(chosen.path)
+    assert chosen.describe() == f"ffmpeg {chosen.version} with vid.stab {chosen.vidstab_text} ({chosen.source})"
 
 
 def test_when_the_batch_has_a_broken_and_a_missing_file_then_the_good_clips_still_come_back(shaky_clip, tmp_path):
@@ -83,8 +133,6 @@ def test_when_names_are_hostile_then_each_output_keeps_its_own_name_and_no_code_
 
 def test_when_an_input_has_no_video_then_it_fails_alone_with_the_reason(shaky_clip, tmp_path):
     audio = tmp_path / "voice.m4a"
-    import subprocess
-
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(audio)], check=True)
     result = cgpu_kit.stabilize([audio, shaky_clip(width=160, height=120, frames=20, jitter=8)], tmp_path / "out", preset="ultrafast")
     assert [i.status for i in result.items] == [ItemStatus.FAILED, ItemStatus.DONE]
@@ -116,7 +164,7 @@ def test_when_path_ffmpeg_lacks_vidstab_then_the_packaged_one_is_used_and_withou
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
     monkeypatch.delenv("CGPU_KIT_FFMPEG", raising=False)
-    for fn in (media.find_ffmpeg, media._filters_of):
+    for fn in (media.find_ffmpeg, media._filters_of, media._versions_of):
         fn.cache_clear()
     try:
         import imageio_ffmpeg
@@ -128,5 +176,5 @@ def test_when_path_ffmpeg_lacks_vidstab_then_the_packaged_one_is_used_and_withou
         with pytest.raises(MissingDependencyError, match="vidstabdetect, vidstabtransform.*apt-get install ffmpeg"):
             media.find_vidstab_ffmpeg()
     finally:
-        for fn in (media.find_ffmpeg, media._filters_of):
+        for fn in (media.find_ffmpeg, media._filters_of, media._versions_of):
             fn.cache_clear()

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..media import find_vidstab_ffmpeg
+from ..media import vidstab_build
 from .context import ItemContext, ItemError
 from .processor import Processor
 
@@ -70,7 +70,8 @@ class StabilizeProcessor(Processor):
 
     def __init__(self, params: dict[str, Any]) -> None:
         super().__init__(params)
-        self.ffmpeg = find_vidstab_ffmpeg()
+        self.build = vidstab_build()
+        self.ffmpeg = self.build.path
 
     def process(self, ctx: ItemContext) -> list[Path]:
         if not ctx.item.probe.get("has_video", True):
@@ -91,7 +92,8 @@ class StabilizeProcessor(Processor):
         if not trf.exists() or trf.stat().st_size == 0:
             raise ItemError("vidstabdetect wrote no transforms; is the clip empty?")
         ctx.run(transform, step="transform", cwd=cwd)
-        ctx.metadata["ffmpeg"] = self.ffmpeg
+        ctx.metadata["ffmpeg"] = self.build.to_dict()
+        ctx.metadata["tool"] = self.build.describe()
         return [dest]
 
     @classmethod
