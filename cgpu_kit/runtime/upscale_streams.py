@@ -217,6 +217,14 @@ def _serve(spec: dict[str, Any]) -> int:
     if spec.get("cpus"):
         os.sched_setaffinity(0, set(spec["cpus"]))  # before ncnn counts the cores it may use
     stdin = sys.stdin.buffer
+    parent = os.getppid()
+
+    def orphaned() -> None:  # a killed parent never closes our stdin while a frame is being upscaled
+        while os.getppid() == parent:
+            threading.Event().wait(1.0)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, name="upscale-engine-orphan-watch", daemon=True).start()
 
     def send(kind: bytes, payload: bytes, w: int = 0, h: int = 0, c: int = 0) -> None:
         out.write(_HEADER.pack(kind, w, h, c, len(payload)))
