@@ -308,6 +308,24 @@ def test_when_an_8000_pixel_square_is_asked_x2_then_no_engine_call_exceeds_the_b
         check_memory(8000, 8000, 3, 4, available=4 << 30)  # 3.1 GB, more than half of 4.3 GB
 
 
+def test_when_an_engine_process_dies_then_its_frame_fails_clearly_and_the_next_one_gets_a_fresh_engine():
+    from cgpu_kit.runtime.context import ItemError
+    from cgpu_kit.runtime.upscale import Device, Plan
+    from cgpu_kit.runtime.upscale_streams import EngineProcess
+
+    frame = np.asarray(Image.fromarray(picture(16, 12))).tobytes()
+    engine = EngineProcess(Plan(FAST, 2, 2), Device(-1, "cpu", "test"))
+    try:
+        first = engine.upscale_bytes(frame, 16, 12)
+        engine.proc.kill()
+        engine.proc.wait()
+        with pytest.raises(ItemError, match="engine process exited"):
+            engine._answer(b"O")
+        assert engine.upscale_bytes(frame, 16, 12) == first
+    finally:
+        engine.close()
+
+
 def test_when_streams_are_automatic_then_the_cpu_gets_one_and_a_gpu_several_within_its_cores():
     from cgpu_kit.runtime.upscale import Device, choose_streams
 

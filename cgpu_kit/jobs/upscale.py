@@ -11,7 +11,7 @@ from ..media import MediaInfo
 from ..params import Param, ParamSet
 from ..requirements import Requirements
 from ..results import JobResult
-from ..runtime.upscale import DEFAULT_MODEL, MODEL_NAMES, cpu_seconds, make_plan
+from ..runtime.upscale_engine import DEFAULT_MODEL, MODEL_NAMES, cpu_seconds, make_plan
 from .base import CGPUJob
 from .stabilize import PRESETS
 

@@ -66,20 +66,24 @@ class EngineProcess:
     """An engine in a child process: the same :class:`Upscaler`, reached through a pipe."""
 
     def __init__(self, plan: Plan, device: Device, *, tile: int = 0, tta: bool = False, cpus: list[int] | None = None) -> None:
-        spec = {"model": plan.model, "native": plan.native, "scale": plan.scale, "gpuid": device.gpuid,
-                "name": device.name, "tile": tile, "tta": tta, "cpus": cpus}
+        self.spec = {"model": plan.model, "native": plan.native, "scale": plan.scale, "gpuid": device.gpuid,
+                     "name": device.name, "tile": tile, "tta": tta, "cpus": cpus}
+        self.native = plan.native
+        self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._start()
+
+    def _start(self) -> None:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # this very cgpu_kit, whatever the kernel's cwd
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        self.tail: collections.deque[str] = collections.deque(maxlen=20)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cgpu_kit.runtime.upscale_streams", json.dumps(spec)],
+            [sys.executable, "-m", "cgpu_kit.runtime.upscale_streams", json.dumps(self.spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
         )
         self._drain = threading.Thread(target=self._read_stderr, name="upscale-engine-stderr", daemon=True)
         self._drain.start()
         ready = json.loads(self._answer(b"R"))
-        self.native, self.tile, self.load_seconds = plan.native, ready["tile"], ready["load_seconds"]
+        self.tile, self.load_seconds = ready["tile"], ready["load_seconds"]
 
     def _read_stderr(self) -> None:
         for raw in iter(self.proc.stderr.readline, b""):
@@ -101,6 +105,9 @@ class EngineProcess:
         return data
 
     def upscale_bytes(self, data: bytes, width: int, height: int, channels: int = 3) -> bytes:
+        if self.proc.poll() is not None:  # it died on an earlier item (its error went with that item): a fresh one
+            self.close()
+            self._start()
         try:
             self.proc.stdin.write(_HEADER.pack(b"F", width, height, channels, len(data)))
             self.proc.stdin.write(data)
@@ -207,7 +214,6 @@ class StreamPool:
         for e in self.engines:
             if isinstance(e, EngineProcess):
                 e.close()
-        self.engines = self.engines[:1] if self.in_process else []
 
 
 def _serve(spec: dict[str, Any]) -> int:
