@@ -86,23 +86,26 @@ def streams_part(args: argparse.Namespace) -> str:
         configs["2 streams pinned, 1 core each"] = lambda: StreamPool(
             [EngineProcess(plan, device, cpus=[c]) for c in cores[:2]])
     fps: dict[str, list[float]] = {name: [] for name in configs}
+    cpu_per_frame: dict[str, list[float]] = {name: [] for name in configs}
     for n in range(args.stream_rounds):
         for name, make in configs.items():
             pool = make()
             try:
                 frames = max(args.stream_frames, pool.streams)  # every stream busy
-                started = time.perf_counter()
+                cpu, started = _pool_cpu_seconds(pool), time.perf_counter()
                 for _ in pool.map(lambda e, f: e.upscale_bytes(f, w, h, 3), [frame] * frames):
                     pass
                 fps[name].append(frames / (time.perf_counter() - started))
+                cpu_per_frame[name].append((_pool_cpu_seconds(pool) - cpu) / frames)
             finally:
                 pool.close()
-            print(f"round {n + 1}: {name}: {fps[name][-1]:.3f} fps", file=sys.stderr)
+            print(f"round {n + 1}: {name}: {fps[name][-1]:.4f} fps, {cpu_per_frame[name][-1]:.1f} CPU-s/frame, "
+                  f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
     where = "ncnn's CPU path (`gpuid=-1`)" if device.is_cpu else f"Vulkan GPU {device.gpuid} ({device.name})"
     base = max(fps[next(iter(fps))])
     rows = "\n".join(
-        f"| {name} | {max(v):.3f} | {min(v):.3f} | {max(v) / base:.2f}x | {', '.join(f'{x:.3f}' for x in v)} |"
-        for name, v in fps.items())
+        f"| {name} | {max(v):.4f} | {min(v):.4f} | {max(v) / base:.2f}x | {min(cpu_per_frame[name]):.1f} | "
+        f"{', '.join(f'{x:.4f}' for x in v)} |" for name, v in fps.items())
     auto, why = choose_streams(device)
     return f"""## upscale: frames per second by streams, 720p x4
 
@@ -112,8 +115,8 @@ same frame {args.stream_frames} times per round, already in memory (no ffmpeg), 
 rounds alternate the configurations. Load average when it finished: {os.getloadavg()[0]:.1f} (the machine is
 shared: other work only slows a round down, so the best round is the cleanest figure and the spread is shown).
 
-| configuration | best frames/s | worst | best vs 1 stream | all rounds |
-|---|---|---|---|---|
+| configuration | best frames/s | worst | best vs 1 stream | CPU-s/frame (least) | all rounds, frames/s |
+|---|---|---|---|---|---|
 {rows}
 
 The automatic choice here: {auto} stream(s) ({why}).
@@ -214,6 +217,18 @@ def _previous_overhead() -> str:
     text = RESULTS.read_text() if RESULTS.exists() else ""
     start, end = text.find("## upscale: the video path"), text.find("<!-- end:upscale -->")
     return text[start:end].strip() if 0 <= start < end else ""
+
+
+def _pool_cpu_seconds(pool: StreamPool) -> float:
+    """CPU time of this process and of the pool's engine processes (read from /proc while they run)."""
+    total = _cpu_seconds()
+    tick = os.sysconf("SC_CLK_TCK")
+    for engine in pool.engines:
+        proc = getattr(engine, "proc", None)
+        if proc is not None:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def _cpu_seconds() -> float:

@@ -28,7 +28,7 @@ UPSCALE_PARAMS = ParamSet([
           choices=TILES),
     Param("tta", False, "test-time augmentation: a little better, 8 times slower"),
     Param("streams", 0, "engines working side by side, each with frames in flight (images of a batch side by side "
-          "too); 0: automatic (a GPU: up to 4, one per CPU core; the CPU: 1, measured fastest)", min=0, max=8),
+          "too); 0: automatic (a GPU: up to 4, one per CPU core; the CPU: 1, which uses every core)", min=0, max=8),
     Param("gpu", "auto", "where to run: auto (a Vulkan GPU if the runtime has one, else the CPU; never a software "
           "Vulkan driver), cpu, or gpu (fail without one)", choices=("auto", "cpu", "gpu")),
     Param("format", "auto", "image output format; auto: the input's own (png for other kinds)", choices=("auto", "png", "jpg", "webp")),

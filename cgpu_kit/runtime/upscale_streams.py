@@ -8,7 +8,9 @@ on its stdout; one stream stays in this process, as it always did, with no copyi
 How many: ``streams`` when given, else :func:`choose_streams`'s rule, from measurements (docs/upscale.md):
 on an H200 one engine gave 11.3 fps, two processes 17.3, four 21.9 (720p x4, animevideov3: one engine
 leaves the GPU half idle); each stream also needs a CPU core for its conversions and pipes. On the CPU path
-the engine already spreads over every core, and on 2 cores more streams were measured no faster.
+the engine already spreads over every core: on 2 cores, 1, 2 and 4 streams and 2 streams pinned to a core
+each were measured doing the same CPU work per 720p x4 frame (18-20 CPU-s), so more streams would only take
+a larger share of a shared machine and multiply the memory.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ log = logging.getLogger("cgpu_kit.runtime.upscale")
 
 #: streams on a GPU with the rule's default: four was the best measured on an H200, capped by CPU cores
 GPU_STREAMS = 4
-#: streams on ncnn's CPU path: one engine over every core (measured against 2x1 on 2 cores, bench/RESULTS.md)
+#: streams on ncnn's CPU path: one engine over every core (the same CPU-s per frame as 2, 4 or 2 pinned, bench/RESULTS.md)
 CPU_STREAMS = 1
 #: frames (or tiles) waiting for or inside an engine, per stream: enough to keep each one busy
 IN_FLIGHT_PER_STREAM = 2
@@ -50,7 +52,8 @@ def choose_streams(device: Device, requested: int = 0, *, cpus: int | None = Non
     if requested:
         return requested, f"streams={requested} was asked for"
     if device.is_cpu:
-        return CPU_STREAMS, "ncnn's CPU path already uses every core; more streams were measured no faster on 2 cores"
+        return CPU_STREAMS, ("ncnn's CPU path already uses every core; on 2 cores more streams were measured doing the "
+                             "same CPU work per frame, with more memory")
     cores = cpus or os.cpu_count() or 1
     n = max(2, min(GPU_STREAMS, cores))
     return n, (f"a GPU: {GPU_STREAMS} streams measured best on an H200 (11.3 -> 21.9 fps), "
