@@ -1,6 +1,12 @@
-"""How much the video path costs beyond the upscaler itself (Real-ESRGAN, 320x240 -> x4, CPU).
+"""Real-ESRGAN frames per second by streams (720p x4), and what the video path costs beyond the upscaler.
 
-Two figures from one run, on the same frames:
+Part 1, streams: the same 1280x720 frames, already in memory, through a ``StreamPool`` of 1, 2 and 4
+engines (one in this process, or engine processes), and on the CPU also 2 processes pinned to one core each
+(2 streams x 1 engine thread, against 1 stream x every core). Rounds alternate the configurations; every
+round's figure is kept and the spread reported. The device is named (``--gpu auto`` takes a GPU when there
+is one). On 2 CPU cores use few frames: one 720p x4 frame takes about 10 s.
+
+Part 2, overhead (320x240 -> x4 on the CPU), two figures from one run, on the same frames:
 
 - bare: the engine called in a loop on frames already decoded into memory (no ffmpeg at all);
 - pipeline: ``UpscaleProcessor.process`` on the clip: ffprobe, an ffmpeg decoder on a pipe, the upscaler,
@@ -10,7 +16,9 @@ The overhead is bare fps / pipeline fps - 1; the goal is under 20%. Rounds alter
 pipeline...) and the best of each is kept, since other work on the machine only ever slows a round down.
 The figures go to the "upscale" section of bench/RESULTS.md.
 
-    python bench/bench_upscale.py [--frames 24] [--rounds 3]   (about 2.5 minutes on 2 cores) [--model realesr-animevideov3] [--no-write]
+    python bench/bench_upscale.py [--stream-frames 2] [--stream-rounds 3] [--gpu cpu|auto]
+                                  [--frames 24] [--rounds 3] [--model realesr-animevideov3] [--no-write]
+    (about 15 minutes on 2 shared cores)
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,7 +41,9 @@ from bench._results import write_section  # noqa: E402
 from cgpu_kit.jobs.upscale import UPSCALE_PARAMS  # noqa: E402
 from cgpu_kit.media import find_ffmpeg, probe  # noqa: E402
 from cgpu_kit.runtime.context import ItemContext, RuntimeItem  # noqa: E402
-from cgpu_kit.runtime.upscale import UpscaleProcessor, make_plan, quiet_progress  # noqa: E402
+from cgpu_kit.runtime.upscale import UpscaleProcessor, choose_device, make_plan, quiet_progress  # noqa: E402
+from cgpu_kit.runtime.upscale_engine import Upscaler  # noqa: E402
+from cgpu_kit.runtime.upscale_streams import EngineProcess, StreamPool, choose_streams  # noqa: E402
 
 WIDTH, HEIGHT, SCALE = 320, 240, 4
 
@@ -57,14 +68,80 @@ def decoded_frames(clip: Path) -> list[bytes]:
     return [raw[i:i + size] for i in range(0, len(raw), size)]
 
 
+def streams_part(args: argparse.Namespace) -> str:
+    """Frames per second of 720p x4 frames in memory through 1, 2 and 4 streams (and 2 pinned ones on a CPU)."""
+    w, h = 1280, 720
+    device = choose_device(args.gpu)
+    plan = make_plan(args.model, SCALE, "video")
+    frame = subprocess.run(
+        [find_ffmpeg(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", f"mandelbrot=s={w}x{h}", "-frames:v", "1",
+         "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], stdin=subprocess.DEVNULL, capture_output=True, check=True).stdout
+    cores = sorted(os.sched_getaffinity(0))
+    configs: dict[str, Callable[[], StreamPool]] = {
+        "1 stream (this process, every core)": lambda: StreamPool([Upscaler(plan, device)]),
+        "2 streams (2 processes)": lambda: StreamPool.start(plan, device, 2),
+        "4 streams (4 processes)": lambda: StreamPool.start(plan, device, 4),
+    }
+    if device.is_cpu and len(cores) >= 2:
+        configs["2 streams pinned, 1 core each"] = lambda: StreamPool(
+            [EngineProcess(plan, device, cpus=[c]) for c in cores[:2]])
+    fps: dict[str, list[float]] = {name: [] for name in configs}
+    cpu_per_frame: dict[str, list[float]] = {name: [] for name in configs}
+    for n in range(args.stream_rounds):
+        for name, make in configs.items():
+            pool = make()
+            try:
+                frames = max(args.stream_frames, pool.streams)  # every stream busy
+                cpu, started = _pool_cpu_seconds(pool), time.perf_counter()
+                for _ in pool.map(lambda e, f: e.upscale_bytes(f, w, h, 3), [frame] * frames):
+                    pass
+                fps[name].append(frames / (time.perf_counter() - started))
+                cpu_per_frame[name].append((_pool_cpu_seconds(pool) - cpu) / frames)
+            finally:
+                pool.close()
+            print(f"round {n + 1}: {name}: {fps[name][-1]:.4f} fps, {cpu_per_frame[name][-1]:.1f} CPU-s/frame, "
+                  f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    where = "ncnn's CPU path (`gpuid=-1`)" if device.is_cpu else f"Vulkan GPU {device.gpuid} ({device.name})"
+    base = max(fps[next(iter(fps))])
+    rows = "\n".join(
+        f"| {name} | {max(v):.4f} | {min(v):.4f} | {max(v) / base:.2f}x | {min(cpu_per_frame[name]):.1f} | "
+        f"{', '.join(f'{x:.4f}' for x in v)} |" for name, v in fps.items())
+    auto, why = choose_streams(device)
+    return f"""## upscale: frames per second by streams, 720p x4
+
+`python bench/bench_upscale.py --stream-frames {args.stream_frames} --stream-rounds {args.stream_rounds} --gpu {args.gpu}`
+on **{where}**, {os.cpu_count()} CPU cores ({_cpu_name()}): {args.model} x{SCALE}, 1280x720 -> 5120x2880, the
+same frame {args.stream_frames} times per round, already in memory (no ffmpeg), after one warm-up frame per stream;
+rounds alternate the configurations. Load average when it finished: {os.getloadavg()[0]:.1f} (the machine is
+shared: other work only slows a round down, so the best round is the cleanest figure and the spread is shown).
+
+| configuration | best frames/s | worst | best vs 1 stream | CPU-s/frame (least) | all rounds, frames/s |
+|---|---|---|---|---|---|
+{rows}
+
+The automatic choice here: {auto} stream(s) ({why}).
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--stream-frames", type=int, default=2)
+    ap.add_argument("--stream-rounds", type=int, default=3)
+    ap.add_argument("--gpu", default="cpu", choices=("cpu", "auto", "gpu"))
+    ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--model", default="realesr-animevideov3")
     ap.add_argument("--no-write", action="store_true", help="print the section, leave RESULTS.md alone")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with quiet_progress():
+        streams = streams_part(args)
+    print(streams)
+    if args.skip_overhead:
+        if not args.no_write:
+            write_section("upscale", streams + "\n" + _previous_overhead())
+        return 0
 
     params = UPSCALE_PARAMS.resolve({"model": args.model, "scale": SCALE, "gpu": "cpu"})
     work = Path(tempfile.mkdtemp(prefix="bench_upscale_"))
@@ -107,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     overhead = best_bare / best_pipe - 1
     spread = (max(bare_fps) - min(bare_fps)) / max(bare_fps)
     cpu = _cpu_name()
-    section = f"""## upscale: the video path against the bare upscaler
+    section = streams + f"""
+## upscale: the video path against the bare upscaler
 
 `python bench/bench_upscale.py --frames {args.frames} --rounds {args.rounds}` on {os.cpu_count()} CPU cores ({cpu}),
 ncnn's CPU path (`gpuid=-1`), {args.model} x{SCALE}: {WIDTH}x{HEIGHT} -> {WIDTH * SCALE}x{HEIGHT * SCALE},
@@ -130,6 +208,27 @@ Load average when it finished: {os.getloadavg()[0]:.1f} (other work on the machi
     if not args.no_write:
         write_section("upscale", section)
     return 0 if overhead < 0.20 else 1
+
+
+def _previous_overhead() -> str:
+    """The overhead part already in RESULTS.md, kept when only the streams part is measured again."""
+    from bench._results import RESULTS
+
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    start, end = text.find("## upscale: the video path"), text.find("<!-- end:upscale -->")
+    return text[start:end].strip() if 0 <= start < end else ""
+
+
+def _pool_cpu_seconds(pool: StreamPool) -> float:
+    """CPU time of this process and of the pool's engine processes (read from /proc while they run)."""
+    total = _cpu_seconds()
+    tick = os.sysconf("SC_CLK_TCK")
+    for engine in pool.engines:
+        proc = getattr(engine, "proc", None)
+        if proc is not None:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def _cpu_seconds() -> float:

@@ -232,9 +232,108 @@ def test_when_the_encoder_fails_then_the_item_error_carries_its_stderr_and_both_
 
     params = UPSCALE_PARAMS.resolve({})
     with pytest.raises(ItemError, match="encod.*No such file or directory"):
-        stream_frames(ctx, clip, dest, stream, double, 64, 48, params, "aac", ffmpeg="ffmpeg")
+        stream_frames(ctx, clip, dest, stream, lambda frames: map(double, frames), 64, 48, params, "aac", ffmpeg="ffmpeg")
     assert _processes_mentioning(str(clip)) == []
     assert any(line.startswith("encoder: ") for line in ctx.stderr_tail)
+
+
+# -- several streams, and the memory bound (issues 20 and 21) --------------------------------------------------
+
+
+def _process_alone(tmp_path: Path, src: Path, streams: int) -> Path:
+    """One item through the processor in this process (no kernel): the reference a batch is compared with."""
+    from cgpu_kit.jobs.upscale import UPSCALE_PARAMS
+    from cgpu_kit.media import probe
+    from cgpu_kit.runtime.context import ItemContext, RuntimeItem
+    from cgpu_kit.runtime.upscale import UpscaleProcessor
+
+    processor = UpscaleProcessor(UPSCALE_PARAMS.resolve({"model": FAST, "scale": 2, "gpu": "cpu", "streams": streams}))
+    try:
+        ctx = ItemContext(RuntimeItem("r0", src.name, src, 0, probe(src).to_dict()), tmp_path / f"ref{streams}", processor.params, timeout=600)
+        return processor.process(ctx)[0]
+    finally:
+        processor.close()
+
+
+def test_when_a_batch_runs_on_2_streams_then_frames_and_pictures_are_those_of_one_stream_in_order_with_audio(tmp_path):
+    (tmp_path / "in").mkdir()
+    clip = panning_clip(tmp_path / "in" / "pan -1.mp4", frames=8)
+    pictures = [small_picture(tmp_path / "in" / f"p{i}.png", 40 + 8 * i, 30) for i in range(2)]
+    engines_before = set(_processes_mentioning("cgpu_kit.runtime.upscale_streams"))
+    result = cgpu_kit.upscale([clip, *pictures], tmp_path / "out", model=FAST, scale=2, gpu="cpu", streams=2)
+
+    assert result.status is JobStatus.COMPLETED, result.items
+    assert {i.metadata["streams"] for i in result.items} == {2}
+    one = _process_alone(tmp_path, clip, 1)
+    assert np.array_equal(video_frames(tmp_path / "out" / clip.name, 128, 96), video_frames(one, 128, 96))
+    assert video_facts(tmp_path / "out" / clip.name)["audio"] == ["aac"]
+    assert video_facts(tmp_path / "out" / clip.name)["frames"] == 8
+    for pic in pictures:
+        assert np.array_equal(rgb(tmp_path / "out" / pic.name), rgb(_process_alone(tmp_path, pic, 1)))
+    assert set(_processes_mentioning("cgpu_kit.runtime.upscale_streams")) <= engines_before  # engines closed
+
+
+def test_when_a_picture_is_larger_than_one_engine_call_then_tiles_bound_each_call_and_match_the_whole(tmp_path):
+    from cgpu_kit.runtime.upscale import Device, Plan, Upscaler, upscale_pixels
+
+    pixels = np.asarray(Image.open(small_picture(tmp_path / "p.png", 150, 110)).convert("RGB"))
+    engine = Upscaler(Plan(FAST, 4, 2), Device(-1, "cpu", "test"))
+    calls: list[tuple[int, int]] = []
+
+    def run(jobs):
+        for data, w, h, c in jobs:
+            calls.append((w, h))
+            yield engine.upscale_bytes(data, w, h, c)
+
+    tiled = upscale_pixels(pixels, 4, 2, run, max_pixels=64 * 64)
+    assert len(calls) > 4 and all(w * h <= 64 * 64 for w, h in calls)
+    whole = upscale_pixels(pixels, 4, 2, lambda jobs: (engine.upscale_bytes(*j) for j in jobs))
+    assert tiled.shape == whole.shape == (220, 300, 3)
+    assert psnr(tiled, whole) > 40.0  # no visible seams
+
+
+def test_when_an_8000_pixel_square_is_asked_x2_then_no_engine_call_exceeds_the_bound_and_an_oversized_output_is_refused():
+    from cgpu_kit.runtime.context import ItemError
+    from cgpu_kit.runtime.upscale import check_memory
+    from cgpu_kit.runtime.upscale_tiles import MAX_CALL_PIXELS, tile_grid
+
+    tiles = tile_grid(8000, 8000)
+    assert all((t.wx1 - t.wx0) * (t.wy1 - t.wy0) <= MAX_CALL_PIXELS for t in tiles)
+    covered = np.zeros((8000, 8000), np.uint8)
+    for t in tiles:
+        covered[t.y0:t.y1, t.x0:t.x1] += 1
+    assert covered.min() == covered.max() == 1  # every pixel exactly once
+    check_memory(8000, 8000, 3, 2, available=4 << 30)  # 768 MB of output: goes
+    with pytest.raises(ItemError, match=r"8000x8000 upscaled x4 is 32000x32000.*--scale 2"):
+        check_memory(8000, 8000, 3, 4, available=4 << 30)  # 3.1 GB, more than half of 4.3 GB
+
+
+def test_when_an_engine_process_dies_then_its_frame_fails_clearly_and_the_next_one_gets_a_fresh_engine():
+    from cgpu_kit.runtime.context import ItemError
+    from cgpu_kit.runtime.upscale import Device, Plan
+    from cgpu_kit.runtime.upscale_streams import EngineProcess
+
+    frame = np.asarray(Image.fromarray(picture(16, 12))).tobytes()
+    engine = EngineProcess(Plan(FAST, 2, 2), Device(-1, "cpu", "test"))
+    try:
+        first = engine.upscale_bytes(frame, 16, 12)
+        engine.proc.kill()
+        engine.proc.wait()
+        with pytest.raises(ItemError, match="engine process exited"):
+            engine._answer(b"O")
+        assert engine.upscale_bytes(frame, 16, 12) == first
+    finally:
+        engine.close()
+
+
+def test_when_streams_are_automatic_then_the_cpu_gets_one_and_a_gpu_several_within_its_cores():
+    from cgpu_kit.runtime.upscale import Device, choose_streams
+
+    cpu, gpu = Device(-1, "cpu", "test"), Device(0, "NVIDIA Tesla T4", "test")
+    assert choose_streams(cpu)[0] == 1
+    assert choose_streams(gpu, cpus=16)[0] == 4
+    assert choose_streams(gpu, cpus=2)[0] == 2
+    assert choose_streams(cpu, 3) == (3, "streams=3 was asked for")
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -254,7 +353,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 @pytest.mark.parametrize("bad", [
     {"scale": 5}, {"model": "realesrgan-x8"}, {"tile": 20}, {"gpu": "vulkan"}, {"crf": 60}, {"format": "gif"},
-    {"codec": "mpeg2video"}, {"quality": 0},
+    {"codec": "mpeg2video"}, {"quality": 0}, {"streams": 9}, {"streams": -1},
 ])
 def test_when_a_parameter_is_out_of_bounds_then_it_is_refused_before_anything_runs(tmp_path, bad):
     with pytest.raises(ParameterError) as err:

@@ -11,7 +11,7 @@ from ..media import MediaInfo
 from ..params import Param, ParamSet
 from ..requirements import Requirements
 from ..results import JobResult
-from ..runtime.upscale import DEFAULT_MODEL, MODEL_NAMES, cpu_seconds, make_plan
+from ..runtime.upscale_engine import DEFAULT_MODEL, MODEL_NAMES, cpu_seconds, make_plan
 from .base import CGPUJob
 from .stabilize import PRESETS
 
@@ -27,6 +27,8 @@ UPSCALE_PARAMS = ParamSet([
     Param("tile", 0, "tile size in pixels, smaller uses less memory; 0: automatic (GPU memory; 128 for x4plus on a CPU)",
           choices=TILES),
     Param("tta", False, "test-time augmentation: a little better, 8 times slower"),
+    Param("streams", 0, "engines working side by side, each with frames in flight (images of a batch side by side "
+          "too); 0: automatic (a GPU: up to 4, one per CPU core; the CPU: 1, which uses every core)", min=0, max=8),
     Param("gpu", "auto", "where to run: auto (a Vulkan GPU if the runtime has one, else the CPU; never a software "
           "Vulkan driver), cpu, or gpu (fail without one)", choices=("auto", "cpu", "gpu")),
     Param("format", "auto", "image output format; auto: the input's own (png for other kinds)", choices=("auto", "png", "jpg", "webp")),

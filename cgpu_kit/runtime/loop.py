@@ -79,7 +79,7 @@ class BatchRun:
             processor_cls = load_processor(self.job_type)
             processor = processor_cls(self.params)
             try:
-                workers = max(1, min(self.workers or (os.cpu_count() or 1), processor_cls.max_workers, len(todo)))
+                workers = max(1, min(self.workers or (os.cpu_count() or 1), processor.max_workers, len(todo)))
                 if workers == 1:
                     for item in todo:
                         self._run_item(processor, item, items)
