@@ -100,6 +100,7 @@ class CGPUJob(abc.ABC):
         self.timings: dict[str, float] = {}
         self.state_dir = self.out_dir / STATE_DIR / f"job_{self.job_id}"
         self.log_path: Path | None = None
+        self.report_path: Path | None = None
         self.cancel_event = threading.Event()
         self.on_item: ProgressCallback | None = None
         self._ledger = Ledger(self.out_dir)
@@ -603,6 +604,9 @@ class CGPUJob(abc.ABC):
             self.status = JobStatus.COMPLETED
         if self.status is JobStatus.FAILED and not self.error:
             self.error = "every item failed"
+        from ..report import write_report_safely
+
+        self.report_path = write_report_safely(self.result(), self.out_dir)
         self._write_summary()
         return self.result()
 
@@ -614,7 +618,7 @@ class CGPUJob(abc.ABC):
                       "remote_work_dir": self.remote_work_dir},
             error=self.error, status=self.status, job_id=self.job_id, items=list(self.items),
             log_path=str(self.log_path) if self.log_path else None, remote_log=self.remote_log,
-            timings=dict(self.timings),
+            timings=dict(self.timings), report_path=str(self.report_path) if self.report_path else None,
         )
 
     def _write_summary(self) -> None:
