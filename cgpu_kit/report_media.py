@@ -85,7 +85,7 @@ def shift_plot(series: Sequence[tuple[str, str, Sequence[float], Sequence[float]
     s_max = max((max(s) for _, _, _, s in series if s), default=1.0) or 1.0
     s_max *= 1.1
     plot_w, plot_h = width - pad_l - 4, height - pad_b - pad_t
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+    parts = [f'<svg width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" style="font:10px sans-serif;background:#fff" class="cgpu-kit-shift-plot">',
              f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + plot_h}" stroke="#888"/>',
              f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{pad_l + plot_w}" y2="{pad_t + plot_h}" stroke="#888"/>',
