@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import InputError, MissingDependencyError
-from .media import find_ffmpeg, probe
+from .media import MediaInfo, find_ffmpeg, probe
 
 
 def _np() -> Any:
@@ -71,11 +71,11 @@ class Motion:
 
 
 def measure(path: Path, *, max_pairs: int = 150, max_width: int = 256, crop: float = 0.5,
-            timeout: float = 120) -> Motion:
+            timeout: float = 120, info: MediaInfo | None = None) -> Motion:
     """The camera motion of ``path``: phase correlation on a central crop (``crop`` of each side) of each
     pair of consecutive frames, on at most ``max_pairs`` pairs spread evenly over the clip."""
     np = _np()
-    info = probe(path)
+    info = info or probe(path)
     if not info.has_video or not info.width or not info.height:
         raise InputError(f"{path}: no video stream to measure motion on", path=str(path))
     fps = info.fps or 25.0

@@ -43,7 +43,7 @@ def stabilize_section(item: ItemResult, ctx: ReportContext) -> Preview:
              + img(data_uri(strip(output, info=out_info)), "stabilized frames", style=f"height:{THUMB_HEIGHT}px"))
     figures: dict[str, float] = {}
     try:
-        before, after = measure(source), measure(output)
+        before, after = measure(source, info=src_info), measure(output, info=out_info)
     except Exception as exc:  # numpy missing, an undecodable frame: the sheet is still worth showing
         motion = f'<div style="{_LABEL}">camera motion not measured: {html.escape(str(exc)[:200])}</div>'
     else:

@@ -310,7 +310,7 @@ class ControlPanel:
         self.table = w.HTML()
         self.previews = w.HTML()
         for widget, cls in ((self.inputs, "cgpu-kit-inputs"), (self.out, "cgpu-kit-out"), (self.files, "cgpu-kit-files"),
-                            (self.message, "cgpu-kit-message"), (self.table, "cgpu-kit-results"), (self.previews, "cgpu-kit-previews"),
+                            (self.message, "cgpu-kit-message"), (self.table, "cgpu-kit-results"), (self.previews, "cgpu-kit-report-previews"),
                             (self.progress, "cgpu-kit-progress"), (self.job_type, "cgpu-kit-job")):
             widget.add_class(cls)
 
