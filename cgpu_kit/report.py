@@ -95,7 +95,8 @@ _START, _END = "<!--cgpu-kit-preview-->", "<!--/cgpu-kit-preview-->"
 
 
 def _timings(item: ItemResult) -> str:
-    return "<br>".join(f"{html.escape(k)} {v:.2f} s" for k, v in item.timings.items() if isinstance(v, (int, float)))
+    steps = sorted(item.timings.items(), key=lambda kv: kv[0] != "total")  # the total first, then each step
+    return "<br>".join(f"{html.escape(k)} {v:.2f} s" for k, v in steps if isinstance(v, (int, float)))
 
 
 def _preview_cell(item: ItemResult, index: int, ctx: ReportContext, section: Section) -> tuple[str, dict[str, Any]]:
