@@ -10,8 +10,10 @@ import base64
 import html
 import io
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,29 +57,30 @@ def decode(uri: str) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def stabilized(tmp_path_factory):
-    """One real stabilize batch: two shaky clips (one with an odd name) and a broken file."""
-    from cgpu_kit.manager import CGPUJobManager
+    """One real stabilize batch through the command line: two shaky clips (odd names) and a broken file."""
     from cgpu_kit.samples import make_shaky_clip
 
     base = tmp_path_factory.mktemp("stab")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CGPU_KIT_LOCAL_ROOT", str(base / "runtime"))
-        mp.setenv("XDG_CACHE_HOME", str(base / "cache"))
-        CGPUJobManager.reset()
-        first = make_shaky_clip(base / "in" / "it's $(shaky) 1.mp4", **TINY)
-        second = make_shaky_clip(base / "in" / "-two.mp4", **TINY, seed=1)
-        broken = base / "in" / "broken.mp4"
-        broken.write_text("not a video")
-        result = cgpu_kit.stabilize([first, second, broken], base / "out", preset="ultrafast")
-        CGPUJobManager.reset()
-    return result, base
+    first = make_shaky_clip(base / "in" / "it's $(shaky) 1.mp4", **TINY)
+    second = make_shaky_clip(base / "in" / "-two.mp4", **TINY, seed=1)
+    broken = base / "in" / "broken.mp4"
+    broken.write_text("not a video")
+    env = dict(os.environ, CGPU_KIT_LOCAL_ROOT=str(base / "runtime"), XDG_CACHE_HOME=str(base / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "cgpu_kit", "stabilize", "-o", str(base / "out"), "--preset", "ultrafast",
+                           "-q", "--json", "--", str(first), str(second), str(broken)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    job_id = json.loads(proc.stdout)["job_id"]
+    result = report_mod.load_result(base / "out" / "_cgpu_kit" / f"job_{job_id}")
+    return result, base, proc.stderr
 
 
-def test_when_a_stabilize_job_ends_then_its_report_shows_every_item_with_sheets_and_less_motion_after(stabilized):
-    result, base = stabilized
+def test_when_a_stabilize_batch_ends_then_the_summary_names_a_report_with_every_item_and_less_motion_after(stabilized):
+    result, base, summary = stabilized
     assert result.status is JobStatus.PARTIAL
     path = Path(result.report_path)
     assert path == base / "out" / "_cgpu_kit" / f"job_{result.job_id}" / "report.html"
+    assert f"  report: {path}" in summary.splitlines()
     page = path.read_text()
     assert "http://" not in page and "https://" not in page and "<script" not in page
     found = rows(page)
@@ -98,7 +101,7 @@ def test_when_a_stabilize_job_ends_then_its_report_shows_every_item_with_sheets_
 
 
 def test_when_the_report_is_deleted_then_cgpu_kit_report_makes_it_again_for_the_last_or_a_named_job(stabilized, capsys):
-    result, base = stabilized
+    result, base, _ = stabilized
     path = Path(result.report_path)
     original = rows(path.read_text())
     path.unlink()
@@ -120,7 +123,7 @@ def test_when_report_is_given_a_folder_without_jobs_then_it_says_so_and_exits_2(
 
 
 def test_when_a_preview_cannot_be_made_then_the_row_says_why_and_the_rest_of_the_report_is_there(stabilized, monkeypatch):
-    result, base = stabilized
+    result, base, _ = stabilized
 
     def broken(item, ctx):
         raise RuntimeError("no frames today")
