@@ -89,7 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     p.set_defaults(job_type=None)
+    p = sub.add_parser("report", help="make the report (report.html) of the last job in an output folder again",
+                       description="Rebuild _cgpu_kit/job_<id>/report.html from the job's result.json and the outputs "
+                       "in OUT_DIR: of the last job there, or of --job ID. Prints the report's path.")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the output folder of a run")
+    p.add_argument("--job", default=None, metavar="ID", help="the job id (default: the last job that finished there)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    p.set_defaults(job_type=None)
     return parser
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from .report import rebuild
+
+    print(rebuild(args.out_dir, args.job))
+    return 0
 
 
 def run_attach_command(args: argparse.Namespace) -> int:
@@ -144,6 +158,8 @@ def _print_summary(result: JobResult, stream: Any = None) -> None:
             print(f"  skipped {item.input_path!r}: {item.error or item.metadata.get('skipped', '')}", file=stream)
     if result.log_path:
         print(f"  log (executed notebook): {result.log_path}", file=stream)
+    if result.report_path:
+        print(f"  report: {result.report_path}", file=stream)
 
 
 def _interrupt(*_: Any) -> None:
@@ -212,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "attach":
             return run_attach_command(args)
+        if args.command == "report":
+            return run_report_command(args)
         return run_job_command(args)
     except CgpuKitError as exc:
         print(f"cgpu-kit: error: {_cli_text(exc)}", file=sys.stderr)

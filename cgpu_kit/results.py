@@ -81,6 +81,7 @@ class JobResult:
     log_path: str | None = None  # the executed notebook of the run
     remote_log: str = ""  # tail of the runtime's stderr/log, for failed jobs
     timings: dict[str, float] = field(default_factory=dict)
+    report_path: str | None = None  # the job's report.html (cgpu_kit.report), None when none could be made
 
     @property
     def done(self) -> list[ItemResult]:

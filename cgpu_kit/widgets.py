@@ -158,6 +158,21 @@ class ResultView:
     def _repr_html_(self) -> str:
         return f"<p><b>{html.escape(self.result.summary())}</b></p>" + items_html(self.result.items, self.result.log_path)
 
+
+class ReportView(ResultView):
+    """A :class:`JobResult`'s report in a notebook: the link to ``report.html`` and its item previews inline."""
+
+    def _repr_html_(self) -> str:
+        from .report import previews_html
+
+        path = self.result.report_path
+        if not path:
+            return "<p>no report was made for this job (see the log)</p>"
+        return f"<div>report: {_link(path)}</div>{previews_html(path)}"
+
+    def __repr__(self) -> str:
+        return f"report: {self.result.report_path or '(none)'}"
+
     def __repr__(self) -> str:
         lines = [self.result.summary()]
         for item in self.result.items:
@@ -293,8 +308,9 @@ class ControlPanel:
         self.progress_text = w.Label()
         self.message = w.HTML()
         self.table = w.HTML()
+        self.previews = w.HTML()
         for widget, cls in ((self.inputs, "cgpu-kit-inputs"), (self.out, "cgpu-kit-out"), (self.files, "cgpu-kit-files"),
-                            (self.message, "cgpu-kit-message"), (self.table, "cgpu-kit-results"),
+                            (self.message, "cgpu-kit-message"), (self.table, "cgpu-kit-results"), (self.previews, "cgpu-kit-report-previews"),
                             (self.progress, "cgpu-kit-progress"), (self.job_type, "cgpu-kit-job")):
             widget.add_class(cls)
 
@@ -310,7 +326,7 @@ class ControlPanel:
             self.params_box,
             w.HBox([self.run_button, self.cancel_button]),
             w.HBox([self.progress, self.progress_text]),
-            self.message, self.table,
+            self.message, self.table, self.previews,
         ], layout=w.Layout(padding="4px"))
         self.widget.add_class("cgpu-kit-panel")
         if requested != job:
@@ -388,6 +404,7 @@ class ControlPanel:
                 return None
             self.result = None
             self.table.value = ""
+            self.previews.value = ""
             try:
                 files = self.matching_files()
                 if not files:
@@ -438,6 +455,11 @@ class ControlPanel:
         self.progress_text.value = f"{len([i for i in result.items if i.status is not ItemStatus.PENDING])} / {len(result.items)}"
         self.progress.bar_style = {JobStatus.COMPLETED: "success", JobStatus.CANCELLED: "warning"}.get(result.status, "danger")
         self.table.value = items_html(result.items, result.log_path)
+        if result.report_path:
+            from .report import previews_html
+
+            self.table.value += f'<div class="cgpu-kit-report">report: {_link(result.report_path)}</div>'
+            self.previews.value = previews_html(result.report_path)
         if result.status is JobStatus.COMPLETED:
             self._show_info(result.summary())
         else:
@@ -469,5 +491,5 @@ def control_panel(**kwargs: Any) -> ControlPanel:
     return ControlPanel(**kwargs)
 
 
-__all__ = ["ControlPanel", "ResultView", "available_job_types", "control_panel", "expand_inputs", "items_html",
+__all__ = ["ControlPanel", "ReportView", "ResultView", "available_job_types", "control_panel", "expand_inputs", "items_html",
            "param_widget", "run_batch", "sample_inputs"]

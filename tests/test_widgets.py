@@ -105,6 +105,10 @@ def test_when_run_is_clicked_then_progress_moves_as_items_finish_and_the_table_s
     assert "it&#x27;s a clip.mp4</td>" in table and ">done<" in table and ">failed<" in table
     assert "broken.mp4" in table and "not readable media" in table
     assert "executed.ipynb" in table and Path(result.log_path).is_file()
+    assert "report.html" in table and Path(result.report_path).is_file()
+    previews = panel.previews.value  # the report's pictures, under the table: the clip's, not the broken file's
+    assert previews.count('class="cgpu-kit-preview"') == 1 and "it&#x27;s a clip.mp4" in previews
+    assert previews.count("data:image/jpeg;base64,") == 2 and "cgpu-kit-shift-plot" in previews
     assert "1 done, 1 failed" in panel.message.value
     assert (panel.progress.value, panel.progress.max, panel.progress_text.value) == (2, 2, "2 / 2")
     # broken.mp4 counts as finished once validated; the clip moves the bar to 2 as it is delivered, not at the end

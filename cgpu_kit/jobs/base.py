@@ -110,6 +110,7 @@ class CGPUJob(abc.ABC):
         self.timings: dict[str, float] = {}
         self.state_dir = self.out_dir / STATE_DIR / f"job_{self.job_id}"
         self.log_path: Path | None = None
+        self.report_path: Path | None = None
         self.cancel_event = threading.Event()
         self.on_item: ProgressCallback | None = None
         self._ledger = Ledger(self.out_dir)
@@ -705,6 +706,9 @@ class CGPUJob(abc.ABC):
                 f"{len(kept)} item(s) skipped to keep files cgpu-kit did not write; see the summary")
         if self.status is JobStatus.FAILED and not self.error:
             self.error = "every item failed"
+        from ..report import write_report_safely
+
+        self.report_path = write_report_safely(self.result(), self.out_dir)
         self._write_summary()
         return self.result()
 
@@ -716,7 +720,7 @@ class CGPUJob(abc.ABC):
                       "remote_work_dir": self.remote_work_dir, "left_out": list(self.left_out)},
             error=self.error, status=self.status, job_id=self.job_id, items=list(self.items),
             log_path=str(self.log_path) if self.log_path else None, remote_log=self.remote_log,
-            timings=dict(self.timings),
+            timings=dict(self.timings), report_path=str(self.report_path) if self.report_path else None,
         )
 
     def _write_summary(self) -> None:

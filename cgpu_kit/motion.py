@@ -1,0 +1,109 @@
+"""Camera motion of a clip, measured: frame-to-frame global shift in pixels by phase correlation.
+
+A stabilized clip should shake less than its input; this is the number that says how much less, the same
+measure the tests judge vidstab by. It needs numpy (imported when a measurement is made) and ffmpeg, which
+decodes the frames small and grey: a shift is measured on a downscaled frame and reported in the clip's own
+pixels. Long clips are sampled as pairs of consecutive frames spread over the whole clip, so the cost stays
+bounded (``max_pairs`` FFTs of at most ``max_width`` pixels) whatever the clip's length.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .exceptions import InputError, MissingDependencyError
+from .media import MediaInfo, find_ffmpeg, probe
+
+
+def _np() -> Any:
+    try:
+        import numpy
+    except ImportError:
+        raise MissingDependencyError("measuring camera motion needs numpy: pip install numpy") from None
+    return numpy
+
+
+def phase_shift(a: Any, b: Any) -> float:
+    """Length in pixels of the global translation between two grey frames, by phase correlation.
+
+    The peak is refined to a fraction of a pixel (a parabola through it and its neighbours on each axis),
+    so that frames measured downscaled still give shifts finer than one of their pixels.
+    """
+    np = _np()
+    h, w = a.shape
+    window = np.outer(np.hanning(h), np.hanning(w))
+    fa, fb = np.fft.fft2((a - a.mean()) * window), np.fft.fft2((b - b.mean()) * window)
+    cross = fa * np.conj(fb)
+    corr = np.fft.ifft2(cross / (np.abs(cross) + 1e-9)).real
+    py, px = np.unravel_index(np.argmax(corr), corr.shape)
+
+    def refine(before: float, peak: float, after: float) -> float:
+        denom = before - 2 * peak + after
+        return 0.0 if denom == 0 else max(-0.5, min(0.5, 0.5 * (before - after) / denom))
+
+    dy = py + refine(corr[(py - 1) % h, px], corr[py, px], corr[(py + 1) % h, px])
+    dx = px + refine(corr[py, (px - 1) % w], corr[py, px], corr[py, (px + 1) % w])
+    if dy > h / 2:
+        dy -= h
+    if dx > w / 2:
+        dx -= w
+    return float(math.hypot(dx, dy))
+
+
+@dataclass
+class Motion:
+    """Shifts between consecutive frames of one clip: when (seconds) and how far (the clip's pixels)."""
+
+    times: list[float] = field(default_factory=list)
+    shifts: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.shifts) / len(self.shifts) if self.shifts else 0.0
+
+    @property
+    def peak(self) -> float:
+        return max(self.shifts, default=0.0)
+
+
+def measure(path: Path, *, max_pairs: int = 150, max_width: int = 256, crop: float = 0.5,
+            timeout: float = 120, info: MediaInfo | None = None) -> Motion:
+    """The camera motion of ``path``: phase correlation on a central crop (``crop`` of each side) of each
+    pair of consecutive frames, on at most ``max_pairs`` pairs spread evenly over the clip."""
+    np = _np()
+    info = info or probe(path)
+    if not info.has_video or not info.width or not info.height:
+        raise InputError(f"{path}: no video stream to measure motion on", path=str(path))
+    fps = info.fps or 25.0
+    total = info.frames or int(round((info.duration or 0) * fps)) or 2 * max_pairs
+    step = max(2, total // max_pairs) if total > 2 * max_pairs else 1
+    factor = max(1.0, info.width / max_width)
+    w = max(16, int(info.width / factor) // 2 * 2)
+    h = max(16, int(info.height * w / info.width) // 2 * 2)
+    factor = info.width / w
+    filters = [f"select='lt(mod(n\\,{step})\\,2)'"] if step > 1 else []
+    filters += [f"scale={w}:{h}:flags=area", "format=gray"]
+    argv = [find_ffmpeg(), "-nostdin", "-v", "error", "-i", "file:" + str(path), "-an", "-vf", ",".join(filters),
+            "-fps_mode", "passthrough", "-f", "rawvideo", "-"]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise InputError(f"{path}: ffmpeg could not decode its frames: {proc.stderr.decode(errors='replace').strip()[-300:]}",
+                         path=str(path))
+    frames = np.frombuffer(proc.stdout, np.uint8)[: len(proc.stdout) // (w * h) * w * h].reshape(-1, h, w).astype(np.float32)
+    ch, cw = max(8, int(h * crop)), max(8, int(w * crop))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    centre = frames[:, y0:y0 + ch, x0:x0 + cw]
+    motion = Motion()
+    pairs = range(0, len(centre) - 1, 2) if step > 1 else range(len(centre) - 1)
+    for i in pairs:
+        frame_no = (i // 2) * step if step > 1 else i
+        motion.times.append(round((frame_no + 1) / fps, 3))
+        motion.shifts.append(round(phase_shift(centre[i], centre[i + 1]) * factor, 3))
+    return motion
+
+
+__all__ = ["Motion", "measure", "phase_shift"]
