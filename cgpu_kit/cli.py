@@ -188,6 +188,7 @@ def run_job_command(args: argparse.Namespace) -> int:
         print(f"{len(job.left_out)} input(s) left out: they are outputs of cgpu-kit (inside {job.out_dir} "
               "or recorded as written by it)", file=sys.stderr)
     if not job.items:
+        job.release_all()
         raise ParameterError(f"no inputs left to {args.job_type}: every input given is an output of cgpu-kit")
     to_run = len(job.pending)
     if to_run < len(job.items):
