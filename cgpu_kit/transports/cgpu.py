@@ -30,6 +30,7 @@ leading ``/# ``): base64 and JSON lines are safe.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +193,8 @@ class CgpuTransport(Downloads, Transport):
         #: downloads travel in chunks of this many bytes, this many chunks per ``cgpu run``
         self.get_chunk_bytes = int(_env_float("CGPU_KIT_GET_CHUNK_BYTES", 4 << 20))
         self.get_chunks_per_call = 8
+        #: no single ``cgpu copy`` sends more than this (node holds about 10x a copied file in memory)
+        self.copy_piece_bytes = int(_env_float("CGPU_KIT_COPY_PIECE_BYTES", 48 << 20))
         #: once the end marker is in, cgpu gets this long to close before it is stopped
         self.close_grace = 10.0
         self.calls = 0
@@ -346,6 +350,14 @@ class CgpuTransport(Downloads, Transport):
         if self._remote_file(remote, timeout=timeout, mkdir=True) == want:
             log.debug("%s is already on the runtime intact", remote)
             return False
+        if want[0] > self.copy_piece_bytes:
+            self._put_in_pieces(local, remote, want, deadline=deadline)
+            return True
+        self._copy(local, remote, want, deadline=deadline)
+        return True
+
+    def _copy(self, local: Path, remote: str, want: tuple[int, str], *, deadline: float) -> None:
+        """One ``cgpu copy``, verified on the runtime afterwards."""
         call = self._invoke(["copy", str(local.absolute()), remote], timeout=max(deadline - time.monotonic(), 1.0))
         if call.exit_code != 0:
             said = " ".join(s.strip() for s in call.stderr if s.strip())
@@ -361,7 +373,32 @@ class CgpuTransport(Downloads, Transport):
             )
         if call.exit_code != 0:
             log.info("cgpu copy reported failure, but %s arrived intact", remote)
-        return True
+
+    def _put_in_pieces(self, local: Path, remote: str, want: tuple[int, str], *, deadline: float) -> None:
+        """Send a file larger than ``copy_piece_bytes`` in pieces, joined on the runtime.
+
+        ``cgpu copy`` holds the file, its base64 and the JSON body in memory at once (about 10x the file in
+        node), so no single copy is larger than a piece; a piece already there intact is not sent again.
+        """
+        with tempfile.TemporaryDirectory(prefix="cgpu_kit_pieces_") as tmp:
+            pieces = []
+            with open(local, "rb") as f:
+                for index, data in enumerate(iter(lambda: f.read(self.copy_piece_bytes), b"")):
+                    piece = Path(tmp) / f"{local.name[:80]}.piece{index:04d}"
+                    piece.write_bytes(data)
+                    target = f"{remote}.piece{index:04d}"
+                    piece_want = (len(data), hashlib.sha256(data).hexdigest())
+                    if self._remote_file(target, timeout=max(deadline - time.monotonic(), 30.0)) != piece_want:
+                        self._copy(piece, target, piece_want, deadline=deadline)
+                    piece.unlink()
+                    pieces.append(target)
+        joined = f"{remote}.joining"
+        self.run(f"cat -- {sh(*pieces)} > {sh(joined)} && mv -f -- {sh(joined)} {sh(remote)} && rm -f -- {sh(*pieces)}",
+                 timeout=max(deadline - time.monotonic(), 60.0)).check(f"joining the pieces of {local.name}")
+        have = self._remote_file(remote, timeout=max(deadline - time.monotonic(), 30.0))
+        if have != want:
+            raise ConnectionLostError(f"uploading {local.name} to {remote} in pieces did not arrive intact "
+                                      f"(the runtime has {have or 'nothing'})")
 
 
     # -- set-up -----------------------------------------------------------------------------------------------
