@@ -11,7 +11,8 @@ so the wall time, grows with the batch.
   in full for N <= --full-per-clip; above, the first job and a sample of later jobs are measured and the
   rest extrapolated from the sample's mean (the table says which).
 
-The table goes to the "cgpu-calls" section of bench/RESULTS.md.
+The table goes to the "cgpu-calls" section of bench/RESULTS.md. The same batches through the REAL cgpu
+client, beside this stand-in, and ``cgpu copy``'s memory: ``bench/bench_cgpu_real.py`` (section "cgpu-real").
 
     python bench/bench_cgpu_calls.py [--sizes 1 10 50] [--latency 2] [--sample 3] [--no-write]
 """

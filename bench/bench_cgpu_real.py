@@ -129,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         "",
         "`cgpu copy` memory: node reads the whole file, then holds its base64 and the JSON body at once "
-        "(cgpu's `src/runtime/file-transfer.ts`), so its peak grows with the file. cgpu_kit uploads parts of at most "
-        "the job's part size (48 MiB by default), the bundle and the job file, so a copy's memory is bounded by "
-        "the part size; lower `part_bytes` on a machine short of memory.",
+        "(cgpu's `src/runtime/file-transfer.ts`), so its peak grows with the file: about 70 MB plus 6-7x the file. "
+        "cgpu_kit never sends more than `CGPU_KIT_COPY_PIECE_BYTES` (48 MiB, the default part size) in one copy: "
+        "input parts are at most `part_bytes`, and a larger file (a whisper `model.bin`) goes in verified pieces "
+        "joined on the runtime, so a copy's memory stays near the 48 MB row below; lower both on a machine short "
+        "of memory. The calls differ between the two clients by their polls: a batch polls while it runs, and "
+        "the same batch ran at a different pace under this machine's changing load.",
         "",
         "| file | node's peak RSS | wall |",
         "| ---: | ---: | ---: |",

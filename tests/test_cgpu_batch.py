@@ -140,3 +140,16 @@ def test_when_the_local_process_dies_after_launch_then_the_same_command_picks_th
     records = read_jsonl(tmp_path / "out" / "_cgpu_kit" / f"job_{job.job_id}" / "results.jsonl")
     assert sorted(r["name"] for r in records) == ["a.mp4", "b.mp4", "c.mp4"]  # each processed once
     assert not list(fake_cgpu.root.glob("job_*"))  # picked up, logs home, then removed
+
+
+def test_when_the_runtime_refuses_an_upload_then_the_batch_ends_at_once_with_the_servers_words(
+    fake_cgpu, manager, shaky_clip, tmp_path,
+):
+    fake_cgpu.set_rules({"fault": "refuse", "command": "copy", "match": "part_0000.zip", "times": 99})
+    inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4"])
+    result = manager.run(StabilizeJob(inputs, tmp_path / "out", backend="cgpu", preset="ultrafast"))
+    assert result.status is JobStatus.FAILED
+    assert "Cannot create file or directory" in result.error and "part_0000.zip" in result.error
+    assert "recycled" not in result.error
+    assert fake_cgpu.fired() == [1]  # refused once, not retried
+    assert result.metadata["transport_retries"] == 0

@@ -211,3 +211,22 @@ def test_when_a_requirement_cannot_be_met_then_setup_fails_with_what_is_missing(
     with pytest.raises(MissingDependencyError, match="no-such-tool-cgpu-kit"):
         t.setup(Requirements(programs=("no-such-tool-cgpu-kit",)), timeout=120)
     assert (fake_cgpu.root / "cgpu_kit_runtime" / "setup.log").exists()  # the installer ran detached, with its log
+
+
+def test_when_a_file_is_larger_than_a_copy_piece_then_it_travels_in_pieces_and_a_retry_sends_only_what_is_missing(
+    fake_cgpu, tmp_path,
+):
+    t = CgpuTransport()
+    t.copy_piece_bytes = 10_000  # node holds about 10x a copied file: no single copy may be larger than a piece
+    src = tmp_path / "it's a model.bin"
+    src.write_bytes(os.urandom(25_000))
+    remote = f"{fake_cgpu.root}/model dir/it's a model.bin"
+    fake_cgpu.set_rules({"fault": "lose_end", "command": "copy", "match": "piece0001", "partial": True})
+    with pytest.raises(ConnectionLostError):
+        t.put(src, remote, timeout=60)
+    assert t.put(src, remote, timeout=60) is True
+    assert Path(remote).read_bytes() == src.read_bytes()
+    sent = [c["dest"].rsplit(".", 1)[1] for c in fake_cgpu.calls() if c["cmd"] == "copy"]
+    assert sent == ["piece0000", "piece0001", "piece0001", "piece0002"]  # piece 0 was not sent again
+    assert sorted(p.name for p in Path(remote).parent.iterdir()) == ["it's a model.bin"]
+    assert t.put(src, remote, timeout=60) is False

@@ -10,12 +10,18 @@ So this transport never trusts cgpu's framing:
   connection broke" (:class:`~cgpu_kit.exceptions.ConnectionLostError`), whatever cgpu's exit status says;
 - the remote command runs in a subshell with ``</dev/null``, so it can neither swallow the lines cgpu
   types after it nor end the terminal's shell with ``exit``;
-- cgpu's own output is read as it comes, so the two login failures become a
-  :class:`~cgpu_kit.exceptions.CgpuAuthError` within seconds, and every call has a timeout that kills
-  cgpu's whole process group;
-- uploads are checked (size and sha256) before (skip what is there) and after (copy has no checksum);
-- downloads print base64 of bounded chunks with their sha256, written into a ``.partial`` file whose
-  progress survives a broken call, so a retry resumes at the first missing chunk.
+- cgpu's own output is read as it comes, so the login failures (no credentials, no stored login, a refresh
+  Google refused) become a :class:`~cgpu_kit.exceptions.CgpuAuthError` within seconds, and every call has a
+  timeout that kills cgpu's whole process group (a terminal that kill may leave is ended by the next call:
+  :mod:`._cgpu_terminals`);
+- uploads are checked (size and sha256) before (skip what is there) and after (copy has no checksum); a copy
+  the runtime's server refuses for good (4xx, a missing folder, a missing local file) is a
+  :class:`~cgpu_kit.exceptions.CallRefusedError`, never retried;
+- downloads (:mod:`._cgpu_download`) print base64 of bounded chunks with their sha256 in 76-character lines,
+  written into a ``.partial`` file whose progress survives a broken call, so a retry resumes at the first
+  missing chunk;
+- nothing written on the runtime has a hidden name (``cgpu_kit_runtime/``, not ``.cgpu_kit/``): a stock
+  Jupyter server refuses them.
 
 Payloads never contain empty lines, and nothing a payload line can start with is cut by cgpu (it cuts a
 leading ``/# ``): base64 and JSON lines are safe.
@@ -35,6 +41,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +49,14 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import (
     CallRefusedError, CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, ParameterError,
-    RemoteCommandError, RuntimeLostError,
 )
 from ..requirements import Requirements
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
-from ..util import file_sha256, write_json
+from ..util import file_sha256
 from . import _cgpu_terminals as terminals
+from ._cgpu_download import Downloads
 from .base import CommandResult, Transport, sh
 
 log = logging.getLogger(__name__)
@@ -87,26 +94,6 @@ COPY_REFUSED = (
 )
 
 _UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-#: runs on the runtime: prints the file's size and sha256, then chunks [start, start+count) as base64
-_GET_SCRIPT = """\
-import base64,hashlib,os,sys
-p,start,count,cb=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),int(sys.argv[4])
-try:
-    f=open(p,'rb')
-except OSError as e:
-    print('NOFILE',e.errno,int(os.path.isdir(os.path.dirname(p))),flush=True);sys.exit(2)
-with f:
-    h=hashlib.sha256()
-    for b in iter(lambda:f.read(1<<20),b''):h.update(b)
-    size=f.tell()
-    print('FILE',size,h.hexdigest(),flush=True)
-    for i in range(start,min((size+cb-1)//cb,start+count)):
-        f.seek(i*cb);d=f.read(cb)
-        sys.stdout.write('CHUNK %d %d %s\\n'%(i,len(d),hashlib.sha256(d).hexdigest()))
-        sys.stdout.write(base64.encodebytes(d).decode())
-        sys.stdout.write('END %d\\n'%i);sys.stdout.flush()
-"""
 
 
 def find_cgpu() -> str:
@@ -184,7 +171,7 @@ def unframe(lines: list[str], token: str) -> _Frame:
     return _Frame(begun, None, body)
 
 
-class CgpuTransport(Transport):
+class CgpuTransport(Downloads, Transport):
     """Runs batches on the Colab runtime that ``cgpu`` reaches; remote paths live under ``remote_root``."""
 
     name = "cgpu"
@@ -206,6 +193,8 @@ class CgpuTransport(Transport):
         #: downloads travel in chunks of this many bytes, this many chunks per ``cgpu run``
         self.get_chunk_bytes = int(_env_float("CGPU_KIT_GET_CHUNK_BYTES", 4 << 20))
         self.get_chunks_per_call = 8
+        #: no single ``cgpu copy`` sends more than this (node holds about 10x a copied file in memory)
+        self.copy_piece_bytes = int(_env_float("CGPU_KIT_COPY_PIECE_BYTES", 48 << 20))
         #: once the end marker is in, cgpu gets this long to close before it is stopped
         self.close_grace = 10.0
         self.calls = 0
@@ -361,6 +350,14 @@ class CgpuTransport(Transport):
         if self._remote_file(remote, timeout=timeout, mkdir=True) == want:
             log.debug("%s is already on the runtime intact", remote)
             return False
+        if want[0] > self.copy_piece_bytes:
+            self._put_in_pieces(local, remote, want, deadline=deadline)
+            return True
+        self._copy(local, remote, want, deadline=deadline)
+        return True
+
+    def _copy(self, local: Path, remote: str, want: tuple[int, str], *, deadline: float) -> None:
+        """One ``cgpu copy``, verified on the runtime afterwards."""
         call = self._invoke(["copy", str(local.absolute()), remote], timeout=max(deadline - time.monotonic(), 1.0))
         if call.exit_code != 0:
             said = " ".join(s.strip() for s in call.stderr if s.strip())
@@ -376,87 +373,33 @@ class CgpuTransport(Transport):
             )
         if call.exit_code != 0:
             log.info("cgpu copy reported failure, but %s arrived intact", remote)
-        return True
 
-    def get(self, remote: str, local: Path, *, timeout: float) -> None:
-        """Download in verified chunks into ``.NAME.partial``; progress survives a broken call (and its retry)."""
-        remote = self._absolute(remote)
-        deadline = time.monotonic() + timeout
-        local.parent.mkdir(parents=True, exist_ok=True)
-        partial = local.with_name(f".{local.name}.partial")
-        state_file = local.with_name(f".{local.name}.partial.json")
-        state = _load_state(state_file, remote, self.get_chunk_bytes)
-        if not partial.exists() or partial.stat().st_size < state["done"] * self.get_chunk_bytes:
-            state = _load_state(None, remote, self.get_chunk_bytes)
-        script = base64.b64encode(_GET_SCRIPT.encode()).decode()
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise CallTimeoutError(f"downloading {remote} did not finish within {timeout:.0f}s")
-            cmd = sh(self.python, "-c", "import base64,sys;exec(base64.b64decode(sys.argv.pop(1)))", script,
-                     remote, str(state["done"]), str(self.get_chunks_per_call), str(self.get_chunk_bytes))
-            try:
-                result = self.run(cmd, timeout=remaining)
-            except ConnectionLostError as exc:
-                self._take_chunks(exc.output, state, partial, state_file)
-                raise
-            if result.exit_code == 2 and "NOFILE" in result.output:
-                if re.search(r"^NOFILE \d+ 0$", result.output, re.M):
-                    raise RuntimeLostError(f"{remote}: neither the file nor its folder is on the runtime", output=result.output)
-                raise RemoteCommandError(f"{remote}: no such file on the runtime", exit_code=2, output=result.output)
-            result.check(f"reading {remote}")
-            before = state["done"]
-            if not self._take_chunks(result.output, state, partial, state_file):
-                raise ConnectionLostError(f"downloading {remote}: the answer had no file header", output=result.output[-2000:])
-            if state["size"] is not None and state["done"] * self.get_chunk_bytes >= state["size"]:
-                break
-            if state["done"] <= before:
-                raise ConnectionLostError(f"downloading {remote}: no chunk arrived intact", output=result.output[-2000:])
-        with open(partial, "r+b" if partial.exists() else "wb") as f:
-            f.truncate(state["size"])
-        if file_sha256(partial) != state["sha256"]:
-            partial.unlink(missing_ok=True)
-            state_file.unlink(missing_ok=True)
-            raise ConnectionLostError(f"downloading {remote}: the whole file's sha256 does not match; starting over")
-        os.replace(partial, local)
-        state_file.unlink(missing_ok=True)
+    def _put_in_pieces(self, local: Path, remote: str, want: tuple[int, str], *, deadline: float) -> None:
+        """Send a file larger than ``copy_piece_bytes`` in pieces, joined on the runtime.
 
-    def _take_chunks(self, output: str, state: dict, partial: Path, state_file: Path) -> bool:
-        """Append the verified chunks of ``output`` that come next; return whether the file header was seen."""
-        header = False
-        chunk: tuple[int, int, str] | None = None
-        data: list[str] = []
-        for line in output.splitlines():
-            words = line.split()
-            if words[:1] == ["FILE"] and len(words) == 3:
-                size, digest = int(words[1]), words[2]
-                if (state["size"], state["sha256"]) not in ((None, None), (size, digest)):
-                    log.info("%s changed on the runtime; downloading it again from the start", state["remote"])
-                    state.update(done=0)
-                    partial.unlink(missing_ok=True)
-                state.update(size=size, sha256=digest)
-                header = True
-            elif words[:1] == ["CHUNK"] and len(words) == 4:
-                chunk, data = (int(words[1]), int(words[2]), words[3]), []
-            elif words[:1] == ["END"] and chunk is not None:
-                index, length, digest = chunk
-                chunk = None
-                try:
-                    body = base64.b64decode("".join(data), validate=True)
-                except ValueError:
-                    continue
-                if index != state["done"] or len(body) != length or hashlib.sha256(body).hexdigest() != digest:
-                    continue
-                with open(partial, "r+b" if partial.exists() else "wb") as f:
-                    f.truncate(index * self.get_chunk_bytes)
-                    f.seek(index * self.get_chunk_bytes)
-                    f.write(body)
-                state["done"] = index + 1
-            elif chunk is not None:
-                data.append(line.strip())
-        if state["size"] is not None:
-            write_json(state_file, state)
-        return header
+        ``cgpu copy`` holds the file, its base64 and the JSON body in memory at once (about 10x the file in
+        node), so no single copy is larger than a piece; a piece already there intact is not sent again.
+        """
+        with tempfile.TemporaryDirectory(prefix="cgpu_kit_pieces_") as tmp:
+            pieces = []
+            with open(local, "rb") as f:
+                for index, data in enumerate(iter(lambda: f.read(self.copy_piece_bytes), b"")):
+                    piece = Path(tmp) / f"{local.name[:80]}.piece{index:04d}"
+                    piece.write_bytes(data)
+                    target = f"{remote}.piece{index:04d}"
+                    piece_want = (len(data), hashlib.sha256(data).hexdigest())
+                    if self._remote_file(target, timeout=max(deadline - time.monotonic(), 30.0)) != piece_want:
+                        self._copy(piece, target, piece_want, deadline=deadline)
+                    piece.unlink()
+                    pieces.append(target)
+        joined = f"{remote}.joining"
+        self.run(f"cat -- {sh(*pieces)} > {sh(joined)} && mv -f -- {sh(joined)} {sh(remote)} && rm -f -- {sh(*pieces)}",
+                 timeout=max(deadline - time.monotonic(), 60.0)).check(f"joining the pieces of {local.name}")
+        have = self._remote_file(remote, timeout=max(deadline - time.monotonic(), 30.0))
+        if have != want:
+            raise ConnectionLostError(f"uploading {local.name} to {remote} in pieces did not arrive intact "
+                                      f"(the runtime has {have or 'nothing'})")
+
 
     # -- set-up -----------------------------------------------------------------------------------------------
 
@@ -524,16 +467,3 @@ class CgpuTransport(Transport):
         wanted, _ = self._spec(requirements)
         bundle = self._bundle or build_bundle()  # the code this session shipped, even if the sources moved on
         return self._marker_matches(wanted, bundle.sha256, timeout=timeout)
-
-
-def _load_state(path: Path | None, remote: str, chunk_bytes: int) -> dict:
-    fresh = {"remote": remote, "chunk_bytes": chunk_bytes, "size": None, "sha256": None, "done": 0}
-    if path is None or not path.is_file():
-        return fresh
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return fresh
-    if state.get("remote") != remote or state.get("chunk_bytes") != chunk_bytes:
-        return fresh
-    return {**fresh, **state}

@@ -25,7 +25,8 @@ Environment:
   ``fault``: ``never_starts`` (exit 1 before running anything), ``lose_end`` (runs, but the end of its
   output and its exit marker are lost; ``keep``: fraction of output lines that arrive, default 0.5;
   ``partial``: for copy, only half the file is written), ``slow`` (waits ``seconds`` before running),
-  ``recycle`` (the runtime is recycled just before the call runs: content wiped, processes killed).
+  ``recycle`` (the runtime is recycled just before the call runs: content wiped, processes killed),
+  ``refuse`` (copy only: the server refuses the destination with a 400, as it does a hidden path).
   ``command``: ``run``, ``copy`` or ``*``; ``match``: a substring of the command (for copy: of
   ``SOURCE DEST``); ``after``: count only calls after one whose text contained this substring;
   ``nth``: the first matching call that fires (1-based, default 1); ``times``: how many calls in a row fire.
@@ -343,6 +344,10 @@ def copy_file(source: str, destination: str | None, faults: list[dict[str, Any]]
     if not os.path.isdir(parent):
         print(f'Upload failed (500 Internal Server Error): {{"message": "Unexpected error while saving file: '
               f'{remote.lstrip("/")} [Errno 2] No such file or directory: \'{remote}\'", "reason": null}}', file=sys.stderr)
+        return 1
+    if any(f["fault"] == "refuse" for f in faults):  # as the server answers a path it will never accept
+        print(f'Upload failed (400 Bad Request): {{"message": "Cannot create file or directory \'{remote}\'", '
+              '"reason": null}', file=sys.stderr)
         return 1
     lose = next((f for f in faults if f["fault"] == "lose_end"), None)
     body = data[: len(data) // 2] if lose and lose.get("partial") else data
