@@ -18,7 +18,7 @@ The figures go to the "upscale" section of bench/RESULTS.md.
 
     python bench/bench_upscale.py [--stream-frames 2] [--stream-rounds 3] [--gpu cpu|auto]
                                   [--frames 24] [--rounds 3] [--model realesr-animevideov3] [--no-write]
-    (about 15 minutes on 2 shared cores)
+    (about 20 minutes with 2 stream rounds on 2 busy shared cores; a 720p x4 frame is 18-20 CPU-s there)
 """
 
 from __future__ import annotations
@@ -111,15 +111,17 @@ def streams_part(args: argparse.Namespace) -> str:
 
 `python bench/bench_upscale.py --stream-frames {args.stream_frames} --stream-rounds {args.stream_rounds} --gpu {args.gpu}`
 on **{where}**, {os.cpu_count()} CPU cores ({_cpu_name()}): {args.model} x{SCALE}, 1280x720 -> 5120x2880, the
-same frame {args.stream_frames} times per round, already in memory (no ffmpeg), after one warm-up frame per stream;
-rounds alternate the configurations. Load average when it finished: {os.getloadavg()[0]:.1f} (the machine is
+same frame {args.stream_frames} times per round (at least once per stream), already in memory (no ffmpeg;
+engines loaded before the clock starts); rounds alternate the configurations. Load average when it finished: {os.getloadavg()[0]:.1f} (the machine is
 shared: other work only slows a round down, so the best round is the cleanest figure and the spread is shown).
 
 | configuration | best frames/s | worst | best vs 1 stream | CPU-s/frame (least) | all rounds, frames/s |
 |---|---|---|---|---|---|
 {rows}
 
-The automatic choice here: {auto} stream(s) ({why}).
+The automatic choice here: {auto} stream(s) ({why}). CPU-s/frame counts this process and the engine
+processes: where it is the same for every configuration, more streams do no more work per second on an idle
+machine than one engine using every core; on a shared one they only take a larger share of it.
 """
 
 
