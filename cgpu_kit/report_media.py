@@ -39,13 +39,27 @@ def _jpeg(path: Path, filters: str, *, seek: float | None = None, timeout: float
     return proc.stdout
 
 
-def strip(path: Path, *, frames: int = FRAMES, height: int = THUMB_HEIGHT, info: MediaInfo | None = None) -> bytes:
-    """``frames`` frames spread evenly over a clip, side by side in one JPEG ``height`` pixels tall."""
+def strip(path: Path, *, frames: int = FRAMES, height: int = THUMB_HEIGHT, info: MediaInfo | None = None,
+          timeout: float = 60) -> bytes:
+    """``frames`` frames spread evenly over a clip, side by side in one JPEG ``height`` pixels tall.
+
+    Each frame is seeked to (one ffmpeg, one input per frame), so a long clip is never decoded whole."""
     info = info or probe(path)
     duration = info.duration or 0.0
-    spread = f"fps={frames}/{duration:.3f}," if duration > 0 else ""
-    # even width and height: mjpeg with yuvj420p wants them, and the rows of a sheet then line up
-    return _jpeg(path, f"{spread}scale=-2:{height},tile={frames}x1")
+    if duration <= 0:  # no duration to seek by: take the first frames
+        return _jpeg(path, f"scale=-2:{height},tile={frames}x1")
+    argv = [find_ffmpeg(), "-nostdin", "-v", "error"]
+    for k in range(frames):
+        argv += ["-ss", f"{duration * (k + 0.5) / frames:.3f}", "-i", "file:" + str(path)]
+    # even sizes: mjpeg's yuvj420p wants them, and the rows of a sheet then line up
+    graph = ";".join(f"[{k}:v]trim=end_frame=1,scale=-2:{height},setsar=1[f{k}]" for k in range(frames))
+    graph += ";" + "".join(f"[f{k}]" for k in range(frames)) + f"hstack=inputs={frames}[out]"
+    argv += ["-filter_complex", graph, "-map", "[out]", "-frames:v", "1", "-q:v", "4", "-f", "image2pipe", "-c:v", "mjpeg", "-"]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    if proc.returncode != 0 or not proc.stdout:
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no frame came out"]
+        raise InputError(f"{path}: no contact sheet could be made from it ({reason[0][:200]})", path=str(path))
+    return proc.stdout
 
 
 def middle_frame(path: Path, filters: str, info: MediaInfo | None = None) -> bytes:
