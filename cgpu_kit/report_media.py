@@ -91,6 +91,19 @@ def img(uri: str, alt: str, *, style: str = "") -> str:
     return f'<img src="{uri}" alt="{html.escape(alt, quote=True)}" style="display:block;max-width:100%;{style}">'
 
 
+def _runs(points: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """``points`` cut wherever the time jumps by more than twice its smallest step."""
+    steps = [b[0] - a[0] for a, b in zip(points, points[1:]) if b[0] > a[0]]
+    gap = 2 * min(steps) if steps else float("inf")
+    runs: list[list[tuple[float, float]]] = []
+    for point in points:
+        if runs and point[0] - runs[-1][-1][0] <= gap:
+            runs[-1].append(point)
+        else:
+            runs.append([point])
+    return runs
+
+
 def shift_plot(series: Sequence[tuple[str, str, Sequence[float], Sequence[float]]], *, width: int = 360,
                height: int = 110) -> str:
     """An inline SVG of shift over time: one polyline per ``(label, colour, times, shifts)``, a shared scale."""
@@ -108,9 +121,9 @@ def shift_plot(series: Sequence[tuple[str, str, Sequence[float], Sequence[float]
              f'<text x="{pad_l - 3}" y="{pad_t + plot_h / 2 + 3:.0f}" text-anchor="end">px</text>',
              f'<text x="{pad_l + plot_w}" y="{height - 3}" text-anchor="end">{t_max:.1f} s</text>']
     for n, (label, colour, times, shifts) in enumerate(series):
-        points = " ".join(f"{pad_l + plot_w * t / t_max:.1f},{pad_t + plot_h * (1 - s / s_max):.1f}"
-                          for t, s in zip(times, shifts))
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.4" points="{points}"/>')
+        for run in _runs(list(zip(times, shifts))):  # a long clip is measured in runs: no line across the gaps
+            points = " ".join(f"{pad_l + plot_w * t / t_max:.1f},{pad_t + plot_h * (1 - s / s_max):.1f}" for t, s in run)
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.4" points="{points}"/>')
         parts.append(f'<text x="{pad_l + 6 + 120 * n}" y="{height - 3}" fill="{colour}">{html.escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
