@@ -70,14 +70,22 @@ class Motion:
         return max(self.shifts, default=0.0)
 
 
-def _gray(path: Path, w: int, h: int, *, seek: float | None = None, frames: int | None = None,
+#: clips up to this long are decoded once, whole; a longer one is seeked to (a seek decodes from the keyframe
+#: before it, so on a short clip, often one keyframe, seeks would decode it several times over)
+SEEK_ABOVE_SECONDS = 60.0
+
+
+def _gray(path: Path, w: int, h: int, *, seek: float | None = None, frames: int | None = None, every: int = 1,
           timeout: float = 120) -> Any:
-    """Frames of ``path`` as float32 grey ``(n, h, w)``: all of them, or ``frames`` from ``seek`` seconds."""
+    """Frames of ``path`` as float32 grey ``(n, h, w)``: all of them, ``frames`` from ``seek`` seconds, or (with
+    ``every`` > 1) the pairs ``n, n+1`` of each ``every`` frames."""
     np = _np()
     argv = [find_ffmpeg(), "-nostdin", "-v", "error"]
     if seek:
         argv += ["-ss", f"{seek:.3f}"]
-    argv += ["-i", "file:" + str(path), "-an", "-vf", f"scale={w}:{h}:flags=area,format=gray"]
+    pick = f"select='lt(mod(n\\,{every})\\,2)'," if every > 1 else ""
+    argv += ["-i", "file:" + str(path), "-an", "-vf", f"{pick}scale={w}:{h}:flags=area,format=gray",
+             "-fps_mode", "passthrough"]
     if frames:
         argv += ["-frames:v", str(frames)]
     argv += ["-f", "rawvideo", "-"]
@@ -92,8 +100,9 @@ def _gray(path: Path, w: int, h: int, *, seek: float | None = None, frames: int 
 def measure(path: Path, *, max_pairs: int = 150, run: int = 16, max_width: int = 256, crop: float = 0.5,
             info: MediaInfo | None = None) -> Motion:
     """The camera motion of ``path``: phase correlation on a central crop (``crop`` of each side) of pairs of
-    consecutive frames. A short clip is measured whole; a longer one in runs of ``run`` frames at evenly
-    spaced times (seeked to, so a long clip is never decoded whole), ``max_pairs`` pairs in all."""
+    consecutive frames, ``max_pairs`` in all: every pair of a short clip, pairs spread over a clip up to
+    :data:`SEEK_ABOVE_SECONDS` (decoded once), runs of ``run`` frames seeked to in a longer one (never decoded
+    whole)."""
     info = info or probe(path)
     if not info.has_video or not info.width or not info.height:
         raise InputError(f"{path}: no video stream to measure motion on", path=str(path))
@@ -103,8 +112,12 @@ def measure(path: Path, *, max_pairs: int = 150, run: int = 16, max_width: int =
     w = max(16, int(info.width / max(1.0, info.width / max_width)) // 2 * 2)
     h = max(16, int(info.height * w / info.width) // 2 * 2)
     factor = info.width / w
+    pairs_only = 1
     if total <= max_pairs + 1 or duration <= 0:
         windows = [(0.0, _gray(path, w, h))]
+    elif duration <= SEEK_ABOVE_SECONDS:
+        pairs_only = max(2, total // max_pairs)
+        windows = [(0.0, _gray(path, w, h, every=pairs_only))]
     else:
         count = max(1, max_pairs // (run - 1))
         span = max(0.0, duration - (run + 1) / fps)
@@ -115,8 +128,9 @@ def measure(path: Path, *, max_pairs: int = 150, run: int = 16, max_width: int =
     motion = Motion()
     for start, frames in windows:
         centre = frames[:, y0:y0 + ch, x0:x0 + cw]
-        for i in range(len(centre) - 1):
-            motion.times.append(round(start + (i + 1) / fps, 3))
+        for i in range(0, len(centre) - 1, 2 if pairs_only > 1 else 1):
+            frame_no = i // 2 * pairs_only if pairs_only > 1 else i
+            motion.times.append(round(start + (frame_no + 1) / fps, 3))
             motion.shifts.append(round(phase_shift(centre[i], centre[i + 1]) * factor, 3))
     return motion
 

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from .exceptions import InputError
 from .media import MediaInfo, find_ffmpeg, probe
+from .motion import SEEK_ABOVE_SECONDS
 
 #: thumbnails are this tall; a contact sheet row holds ``FRAMES`` of them
 THUMB_HEIGHT = 90
@@ -43,11 +44,13 @@ def strip(path: Path, *, frames: int = FRAMES, height: int = THUMB_HEIGHT, info:
           timeout: float = 60) -> bytes:
     """``frames`` frames spread evenly over a clip, side by side in one JPEG ``height`` pixels tall.
 
-    Each frame is seeked to (one ffmpeg, one input per frame), so a long clip is never decoded whole."""
+    A clip longer than ``SEEK_ABOVE_SECONDS`` is seeked to, frame by frame (one ffmpeg, an input per frame),
+    so it is never decoded whole."""
     info = info or probe(path)
     duration = info.duration or 0.0
-    if duration <= 0:  # no duration to seek by: take the first frames
-        return _jpeg(path, f"scale=-2:{height},tile={frames}x1")
+    if duration <= SEEK_ABOVE_SECONDS:  # decoded once (a seek decodes from the keyframe before it)
+        spread = f"fps={frames}/{duration:.3f}," if duration > 0 else ""
+        return _jpeg(path, f"{spread}scale=-2:{height},tile={frames}x1")
     argv = [find_ffmpeg(), "-nostdin", "-v", "error"]
     for k in range(frames):
         argv += ["-ss", f"{duration * (k + 0.5) / frames:.3f}", "-i", "file:" + str(path)]
