@@ -3,8 +3,8 @@
 A stabilized clip should shake less than its input; this is the number that says how much less, the same
 measure the tests judge vidstab by. It needs numpy (imported when a measurement is made) and ffmpeg, which
 decodes the frames small and grey: a shift is measured on a downscaled frame and reported in the clip's own
-pixels. Long clips are sampled as pairs of consecutive frames spread over the whole clip, so the cost stays
-bounded (``max_pairs`` FFTs of at most ``max_width`` pixels) whatever the clip's length.
+pixels. Long clips are sampled as runs of consecutive frames, seeked to, spread over the whole clip; the cost stays
+bounded (``max_pairs`` FFTs of at most ``max_width`` pixels, a few seeks) whatever the clip's length.
 """
 
 from __future__ import annotations
@@ -70,39 +70,68 @@ class Motion:
         return max(self.shifts, default=0.0)
 
 
-def measure(path: Path, *, max_pairs: int = 150, max_width: int = 256, crop: float = 0.5,
-            timeout: float = 120, info: MediaInfo | None = None) -> Motion:
-    """The camera motion of ``path``: phase correlation on a central crop (``crop`` of each side) of each
-    pair of consecutive frames, on at most ``max_pairs`` pairs spread evenly over the clip."""
+#: clips up to this long are decoded once, whole; a longer one is seeked to (a seek decodes from the keyframe
+#: before it, so on a short clip, often one keyframe, seeks would decode it several times over)
+SEEK_ABOVE_SECONDS = 60.0
+
+
+def _gray(path: Path, w: int, h: int, *, seek: float | None = None, frames: int | None = None, every: int = 1,
+          timeout: float = 120) -> Any:
+    """Frames of ``path`` as float32 grey ``(n, h, w)``: all of them, ``frames`` from ``seek`` seconds, or (with
+    ``every`` > 1) the pairs ``n, n+1`` of each ``every`` frames."""
     np = _np()
-    info = info or probe(path)
-    if not info.has_video or not info.width or not info.height:
-        raise InputError(f"{path}: no video stream to measure motion on", path=str(path))
-    fps = info.fps or 25.0
-    total = info.frames or int(round((info.duration or 0) * fps)) or 2 * max_pairs
-    step = max(2, total // max_pairs) if total > 2 * max_pairs else 1
-    factor = max(1.0, info.width / max_width)
-    w = max(16, int(info.width / factor) // 2 * 2)
-    h = max(16, int(info.height * w / info.width) // 2 * 2)
-    factor = info.width / w
-    filters = [f"select='lt(mod(n\\,{step})\\,2)'"] if step > 1 else []
-    filters += [f"scale={w}:{h}:flags=area", "format=gray"]
-    argv = [find_ffmpeg(), "-nostdin", "-v", "error", "-i", "file:" + str(path), "-an", "-vf", ",".join(filters),
-            "-fps_mode", "passthrough", "-f", "rawvideo", "-"]
+    argv = [find_ffmpeg(), "-nostdin", "-v", "error"]
+    if seek:
+        argv += ["-ss", f"{seek:.3f}"]
+    pick = f"select='lt(mod(n\\,{every})\\,2)'," if every > 1 else ""
+    argv += ["-i", "file:" + str(path), "-an", "-vf", f"{pick}scale={w}:{h}:flags=area,format=gray",
+             "-fps_mode", "passthrough"]
+    if frames:
+        argv += ["-frames:v", str(frames)]
+    argv += ["-f", "rawvideo", "-"]
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     if proc.returncode != 0:
         raise InputError(f"{path}: ffmpeg could not decode its frames: {proc.stderr.decode(errors='replace').strip()[-300:]}",
                          path=str(path))
-    frames = np.frombuffer(proc.stdout, np.uint8)[: len(proc.stdout) // (w * h) * w * h].reshape(-1, h, w).astype(np.float32)
+    n = len(proc.stdout) // (w * h)
+    return np.frombuffer(proc.stdout, np.uint8)[: n * w * h].reshape(n, h, w).astype(np.float32)
+
+
+def measure(path: Path, *, max_pairs: int = 150, run: int = 16, max_width: int = 256, crop: float = 0.5,
+            info: MediaInfo | None = None) -> Motion:
+    """The camera motion of ``path``: phase correlation on a central crop (``crop`` of each side) of pairs of
+    consecutive frames, ``max_pairs`` in all: every pair of a short clip, pairs spread over a clip up to
+    :data:`SEEK_ABOVE_SECONDS` (decoded once), runs of ``run`` frames seeked to in a longer one (never decoded
+    whole)."""
+    info = info or probe(path)
+    if not info.has_video or not info.width or not info.height:
+        raise InputError(f"{path}: no video stream to measure motion on", path=str(path))
+    fps = info.fps or 25.0
+    duration = info.duration or 0.0
+    total = info.frames or int(duration * fps)
+    w = max(16, int(info.width / max(1.0, info.width / max_width)) // 2 * 2)
+    h = max(16, int(info.height * w / info.width) // 2 * 2)
+    factor = info.width / w
+    pairs_only = 1
+    if total <= max_pairs + 1 or duration <= 0:
+        windows = [(0.0, _gray(path, w, h))]
+    elif duration <= SEEK_ABOVE_SECONDS:
+        pairs_only = max(2, total // max_pairs)
+        windows = [(0.0, _gray(path, w, h, every=pairs_only))]
+    else:
+        count = max(1, max_pairs // (run - 1))
+        span = max(0.0, duration - (run + 1) / fps)
+        windows = [(span * k / max(1, count - 1), None) for k in range(count)]
+        windows = [(t, _gray(path, w, h, seek=t, frames=run)) for t, _ in windows]
     ch, cw = max(8, int(h * crop)), max(8, int(w * crop))
     y0, x0 = (h - ch) // 2, (w - cw) // 2
-    centre = frames[:, y0:y0 + ch, x0:x0 + cw]
     motion = Motion()
-    pairs = range(0, len(centre) - 1, 2) if step > 1 else range(len(centre) - 1)
-    for i in pairs:
-        frame_no = (i // 2) * step if step > 1 else i
-        motion.times.append(round((frame_no + 1) / fps, 3))
-        motion.shifts.append(round(phase_shift(centre[i], centre[i + 1]) * factor, 3))
+    for start, frames in windows:
+        centre = frames[:, y0:y0 + ch, x0:x0 + cw]
+        for i in range(0, len(centre) - 1, 2 if pairs_only > 1 else 1):
+            frame_no = i // 2 * pairs_only if pairs_only > 1 else i
+            motion.times.append(round(start + (frame_no + 1) / fps, 3))
+            motion.shifts.append(round(phase_shift(centre[i], centre[i + 1]) * factor, 3))
     return motion
 
 

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from .exceptions import InputError
 from .media import MediaInfo, find_ffmpeg, probe
+from .motion import SEEK_ABOVE_SECONDS
 
 #: thumbnails are this tall; a contact sheet row holds ``FRAMES`` of them
 THUMB_HEIGHT = 90
@@ -39,13 +40,29 @@ def _jpeg(path: Path, filters: str, *, seek: float | None = None, timeout: float
     return proc.stdout
 
 
-def strip(path: Path, *, frames: int = FRAMES, height: int = THUMB_HEIGHT, info: MediaInfo | None = None) -> bytes:
-    """``frames`` frames spread evenly over a clip, side by side in one JPEG ``height`` pixels tall."""
+def strip(path: Path, *, frames: int = FRAMES, height: int = THUMB_HEIGHT, info: MediaInfo | None = None,
+          timeout: float = 60) -> bytes:
+    """``frames`` frames spread evenly over a clip, side by side in one JPEG ``height`` pixels tall.
+
+    A clip longer than ``SEEK_ABOVE_SECONDS`` is seeked to, frame by frame (one ffmpeg, an input per frame),
+    so it is never decoded whole."""
     info = info or probe(path)
     duration = info.duration or 0.0
-    spread = f"fps={frames}/{duration:.3f}," if duration > 0 else ""
-    # even width and height: mjpeg with yuvj420p wants them, and the rows of a sheet then line up
-    return _jpeg(path, f"{spread}scale=-2:{height},tile={frames}x1")
+    if duration <= SEEK_ABOVE_SECONDS:  # decoded once (a seek decodes from the keyframe before it)
+        spread = f"fps={frames}/{duration:.3f}," if duration > 0 else ""
+        return _jpeg(path, f"{spread}scale=-2:{height},tile={frames}x1")
+    argv = [find_ffmpeg(), "-nostdin", "-v", "error"]
+    for k in range(frames):
+        argv += ["-ss", f"{duration * (k + 0.5) / frames:.3f}", "-i", "file:" + str(path)]
+    # even sizes: mjpeg's yuvj420p wants them, and the rows of a sheet then line up
+    graph = ";".join(f"[{k}:v]trim=end_frame=1,scale=-2:{height},setsar=1[f{k}]" for k in range(frames))
+    graph += ";" + "".join(f"[f{k}]" for k in range(frames)) + f"hstack=inputs={frames}[out]"
+    argv += ["-filter_complex", graph, "-map", "[out]", "-frames:v", "1", "-q:v", "4", "-f", "image2pipe", "-c:v", "mjpeg", "-"]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    if proc.returncode != 0 or not proc.stdout:
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no frame came out"]
+        raise InputError(f"{path}: no contact sheet could be made from it ({reason[0][:200]})", path=str(path))
+    return proc.stdout
 
 
 def middle_frame(path: Path, filters: str, info: MediaInfo | None = None) -> bytes:
@@ -77,6 +94,19 @@ def img(uri: str, alt: str, *, style: str = "") -> str:
     return f'<img src="{uri}" alt="{html.escape(alt, quote=True)}" style="display:block;max-width:100%;{style}">'
 
 
+def _runs(points: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """``points`` cut wherever the time jumps by more than twice its smallest step."""
+    steps = [b[0] - a[0] for a, b in zip(points, points[1:]) if b[0] > a[0]]
+    gap = 2 * min(steps) if steps else float("inf")
+    runs: list[list[tuple[float, float]]] = []
+    for point in points:
+        if runs and point[0] - runs[-1][-1][0] <= gap:
+            runs[-1].append(point)
+        else:
+            runs.append([point])
+    return runs
+
+
 def shift_plot(series: Sequence[tuple[str, str, Sequence[float], Sequence[float]]], *, width: int = 360,
                height: int = 110) -> str:
     """An inline SVG of shift over time: one polyline per ``(label, colour, times, shifts)``, a shared scale."""
@@ -94,9 +124,9 @@ def shift_plot(series: Sequence[tuple[str, str, Sequence[float], Sequence[float]
              f'<text x="{pad_l - 3}" y="{pad_t + plot_h / 2 + 3:.0f}" text-anchor="end">px</text>',
              f'<text x="{pad_l + plot_w}" y="{height - 3}" text-anchor="end">{t_max:.1f} s</text>']
     for n, (label, colour, times, shifts) in enumerate(series):
-        points = " ".join(f"{pad_l + plot_w * t / t_max:.1f},{pad_t + plot_h * (1 - s / s_max):.1f}"
-                          for t, s in zip(times, shifts))
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.4" points="{points}"/>')
+        for run in _runs(list(zip(times, shifts))):  # a long clip is measured in runs: no line across the gaps
+            points = " ".join(f"{pad_l + plot_w * t / t_max:.1f},{pad_t + plot_h * (1 - s / s_max):.1f}" for t, s in run)
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.4" points="{points}"/>')
         parts.append(f'<text x="{pad_l + 6 + 120 * n}" y="{height - 3}" fill="{colour}">{html.escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -48,7 +48,7 @@ def stabilize_section(item: ItemResult, ctx: ReportContext) -> Preview:
         motion = f'<div style="{_LABEL}">camera motion not measured: {html.escape(str(exc)[:200])}</div>'
     else:
         figures = {"shift_before": round(before.mean, 3), "shift_after": round(after.mean, 3)}
-        ratio = f" ({before.mean / after.mean:.1f}&times; less)" if after.mean > 0.05 else ""
+        ratio = f" ({before.mean / after.mean:.1f}&times; less)" if before.mean > after.mean > 0.05 else ""
         motion = (f'<div class="cgpu-kit-motion" style="margin-top:6px;font-size:13px">camera motion, mean '
                   f'frame-to-frame shift: <b style="color:{_BEFORE}">{before.mean:.2f} px</b> before, '
                   f'<b style="color:{_AFTER}">{after.mean:.2f} px</b> after{ratio}</div>'

@@ -201,9 +201,14 @@ def test_when_subtitles_have_word_confidences_then_the_transcript_shows_times_an
     assert 'data-p="0.310"' in row["body"] and "&lt;b&gt;bold" in row["body"] and "<b>bold" not in row["body"]
 
 
-def test_when_motion_is_measured_on_a_long_clip_then_pairs_are_sampled_over_all_of_it(shaky_clip):
+@pytest.mark.parametrize("seek_above", [60.0, 1.0], ids=["decoded-once", "seeked-runs"])
+def test_when_motion_is_measured_on_a_long_clip_then_pairs_are_sampled_over_all_of_it(shaky_clip, monkeypatch, seek_above):
+    import cgpu_kit.motion
+
     clip = shaky_clip(**{**TINY, "frames": 120})
-    full, sampled = measure(clip), measure(clip, max_pairs=20)
-    assert len(full.shifts) == 119 and len(sampled.shifts) <= 21
-    assert sampled.times[-1] > 0.8 * full.times[-1]
+    full = measure(clip)
+    monkeypatch.setattr(cgpu_kit.motion, "SEEK_ABOVE_SECONDS", seek_above)
+    sampled = measure(clip, max_pairs=30, run=6)  # seeked: 6 runs of 6 frames, 5 pairs each
+    assert len(full.shifts) == 119 and len(sampled.shifts) == 30
+    assert sampled.times[0] < 0.2 * full.times[-1] and sampled.times[-1] > 0.8 * full.times[-1]
     assert sampled.mean == pytest.approx(full.mean, rel=0.25)
