@@ -17,6 +17,7 @@ The real client is found (or built) by :func:`real_cgpu_dir`.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -221,6 +222,7 @@ class ColabRuntime:
             cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         log.close()
+        atexit.register(self.close)  # also when a test run is cut short: no server outlives it
         self.tun: TunServer | None = None
         try:
             self._wait_up()
@@ -329,6 +331,9 @@ class ColabRuntime:
     def close(self) -> None:
         if self.tun is not None:
             self.tun.close()
+            self.tun = None
+        if self.server.poll() is not None:
+            return
         try:
             os.killpg(self.server.pid, signal.SIGTERM)
             self.server.wait(timeout=10)
