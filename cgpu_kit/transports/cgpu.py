@@ -234,7 +234,7 @@ class CgpuTransport(Downloads, Transport):
         begin_marker = f"CGPUKIT_{end_token}_B" if end_token else None
 
         def note_if_terminal_left() -> None:
-            if begin_marker and authenticated and not any(begin_marker in line for line in call.stdout):
+            if begin_marker and not any(begin_marker in line for line in call.stdout):
                 terminals.note_killed(self.executable, started, time.time())
 
         deadline = time.monotonic() + timeout

@@ -6,6 +6,7 @@
   without the access token the OAuth fake hands out is refused.
 - ``fake_google_oauth.mjs``: preloaded into node (``NODE_OPTIONS=--import=...``), it replaces
   google-auth-library's ``OAuth2Client.refreshAccessToken``; refused while a flag file exists.
+  ``slow_typing.mjs``, preloaded too, delays cgpu's typing into a new terminal by ``$CGPU_FAKE_TYPE_DELAY_MS``.
 - :class:`ColabRuntime`: a REAL ``jupyter_server`` (terminals on, stock contents manager: hidden paths
   refused) on 127.0.0.1, started in ``/`` with ``root_dir='/'`` as Colab's is, which takes the runtime proxy
   token of the tun fake (``colab_identity.py``). Its ``cgpu`` is a launcher of the real client with its own
@@ -16,6 +17,7 @@ The real client is found (or built) by :func:`real_cgpu_dir`.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -220,6 +222,7 @@ class ColabRuntime:
             cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         log.close()
+        atexit.register(self.close)  # also when a test run is cut short: no server outlives it
         self.tun: TunServer | None = None
         try:
             self._wait_up()
@@ -263,7 +266,7 @@ class ColabRuntime:
         self.refuse_flag = self.base / "refuse-oauth"
         self.executable = self.base / "bin" / "cgpu"
         self.executable.parent.mkdir(exist_ok=True)
-        node_options = f"--import={(FAKES / 'fake_google_oauth.mjs').as_uri()}"
+        node_options = " ".join(f"--import={(FAKES / name).as_uri()}" for name in ("fake_google_oauth.mjs", "slow_typing.mjs"))
         self.executable.write_text(
             "#!/bin/sh\n"
             f"export CGPU_CONFIG_DIR='{self.config_dir}' CGPU_FAKE_OAUTH_REFUSE='{self.refuse_flag}' "
@@ -328,6 +331,9 @@ class ColabRuntime:
     def close(self) -> None:
         if self.tun is not None:
             self.tun.close()
+            self.tun = None
+        if self.server.poll() is not None:
+            return
         try:
             os.killpg(self.server.pid, signal.SIGTERM)
             self.server.wait(timeout=10)
