@@ -3,8 +3,8 @@
 The ffmpeg chosen for stabilization must have both vidstab filters; among those found (the one on PATH, the
 static one that the PyPI package ``imageio-ffmpeg`` ships) it is the one linked with the newest vid.stab
 library, because that is what decides how steady the output is: vid.stab 1.1.0 (Debian 12's ffmpeg 5.1,
-Ubuntu 22.04's 4.4 on Colab) leaves about 30 times more shake than 1.4.0 (imageio-ffmpeg's ffmpeg 9) on
-the same clips (bench/RESULTS.md). ``CGPU_KIT_FFMPEG`` names another one and always wins.
+Ubuntu 22.04's 4.4 on Colab) leaves 0.05 of the shake on our test clips, 1.4.0 (imageio-ffmpeg's ffmpeg 9)
+0.0005 (bench/RESULTS.md, docs/stabilize.md). ``CGPU_KIT_FFMPEG`` names another one and always wins.
 """
 
 from __future__ import annotations
