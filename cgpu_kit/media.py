@@ -105,30 +105,28 @@ _VIDSTAB_VERSION = re.compile(r"vidstabdetect filter: init v(\d+(?:\.\d+)*)")
 
 @functools.lru_cache(maxsize=None)
 def _versions_of(ffmpeg: str) -> tuple[str | None, tuple[int, ...] | None]:
-    """ffmpeg's own version, and vid.stab's, which its vidstabdetect logs at start (about 0.1 s)."""
+    """ffmpeg's own version (its banner), and vid.stab's, which its vidstabdetect logs at start: one run of the
+    filter on a generated frame, about 0.1 s."""
     import tempfile
 
     version = vidstab = None
+    has_vidstab = all(f in _filters_of(ffmpeg) for f in VIDSTAB_FILTERS)
+    argv = [ffmpeg, "-nostdin", "-version"]
+    if has_vidstab:
+        argv = [ffmpeg, "-nostdin", "-loglevel", "verbose", "-f", "lavfi", "-i", "color=s=64x64:d=0.04",
+                "-vf", "vidstabdetect=result=probe.trf", "-f", "null", "-"]
     try:
         with tempfile.TemporaryDirectory(prefix="cgpu_kit_vidstab_") as tmp:
-            proc = subprocess.run(
-                [ffmpeg, "-nostdin", "-hide_banner", "-version"],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
-            )
-            if m := _FFMPEG_VERSION.search(proc.stdout):
-                version = m.group(1).split("-")[0] if m.group(1)[:1].isdigit() else m.group(1)
-            if all(f in _filters_of(ffmpeg) for f in VIDSTAB_FILTERS):
-                proc = subprocess.run(
-                    [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "verbose", "-f", "lavfi", "-i",
-                     "color=s=64x64:d=0.04", "-vf", "vidstabdetect=result=probe.trf", "-f", "null", "-"],
-                    stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, cwd=tmp,
-                )
-                if m := _VIDSTAB_VERSION.search(proc.stderr):
-                    vidstab = tuple(int(x) for x in m.group(1).split("."))
-                else:
-                    vidstab = (0,)  # has the filters but does not say its version: ranks below every known one
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, cwd=tmp)
     except (OSError, subprocess.SubprocessError):
-        pass
+        return None, None
+    text = proc.stdout + proc.stderr
+    if m := _FFMPEG_VERSION.search(text):
+        version = m.group(1).split("-")[0] if m.group(1)[:1].isdigit() else m.group(1)
+    if has_vidstab:
+        m = _VIDSTAB_VERSION.search(text)
+        # a build with the filters that does not say its version ranks below every known one
+        vidstab = tuple(int(x) for x in m.group(1).split(".")) if m else (0,)
     return version, vidstab
 
 
