@@ -173,6 +173,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5, help="different shaky clips in the build and parameter tables")
     ap.add_argument("--no-720p", action="store_true", help="skip the 1280x720 clip of the build table")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench_stab_"))
     os.environ["CGPU_KIT_LOCAL_ROOT"] = str(work / "runtime")
     chosen = vidstab_build()
@@ -188,7 +189,8 @@ def main() -> None:
         batched.append(batch(clips, work / f"batch{r}"))
     p, b = statistics.median(plain), statistics.median(batched)
     info = probe(clips[0])
-    machine = f"{platform.machine()} with {os.cpu_count()} cores (shared with other work)"
+    machine = (f"{platform.machine()} with {os.cpu_count()} cores (shared with other work: load average "
+               f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)")
     table = (
         f"## Stabilization (`bench/bench_stabilize.py`)\n\n"
         f"`python bench/bench_stabilize.py --clips {args.clips} --rounds {args.rounds} --seeds {args.seeds}` on {machine}.\n\n"

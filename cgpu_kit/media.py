@@ -3,8 +3,8 @@
 The ffmpeg chosen for stabilization must have both vidstab filters; among those found (the one on PATH, the
 static one that the PyPI package ``imageio-ffmpeg`` ships) it is the one linked with the newest vid.stab
 library, because that is what decides how steady the output is: vid.stab 1.1.0 (Debian 12's ffmpeg 5.1,
-Ubuntu 22.04's 4.4 on Colab) leaves about 30 times more shake than 1.4.0 (imageio-ffmpeg's ffmpeg 9) on
-the same clips (bench/RESULTS.md). ``CGPU_KIT_FFMPEG`` names another one and always wins.
+Ubuntu 22.04's 4.4 on Colab) leaves 0.05 of the shake on our test clips, 1.4.0 (imageio-ffmpeg's ffmpeg 9)
+0.0005 (bench/RESULTS.md, docs/stabilize.md). ``CGPU_KIT_FFMPEG`` names another one and always wins.
 """
 
 from __future__ import annotations
@@ -105,30 +105,28 @@ _VIDSTAB_VERSION = re.compile(r"vidstabdetect filter: init v(\d+(?:\.\d+)*)")
 
 @functools.lru_cache(maxsize=None)
 def _versions_of(ffmpeg: str) -> tuple[str | None, tuple[int, ...] | None]:
-    """ffmpeg's own version, and vid.stab's, which its vidstabdetect logs at start (about 0.1 s)."""
+    """ffmpeg's own version (its banner), and vid.stab's, which its vidstabdetect logs at start: one run of the
+    filter on a generated frame, about 0.1 s."""
     import tempfile
 
     version = vidstab = None
+    has_vidstab = all(f in _filters_of(ffmpeg) for f in VIDSTAB_FILTERS)
+    argv = [ffmpeg, "-nostdin", "-version"]
+    if has_vidstab:
+        argv = [ffmpeg, "-nostdin", "-loglevel", "verbose", "-f", "lavfi", "-i", "color=s=64x64:d=0.04",
+                "-vf", "vidstabdetect=result=probe.trf", "-f", "null", "-"]
     try:
         with tempfile.TemporaryDirectory(prefix="cgpu_kit_vidstab_") as tmp:
-            proc = subprocess.run(
-                [ffmpeg, "-nostdin", "-hide_banner", "-version"],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
-            )
-            if m := _FFMPEG_VERSION.search(proc.stdout):
-                version = m.group(1).split("-")[0] if m.group(1)[:1].isdigit() else m.group(1)
-            if all(f in _filters_of(ffmpeg) for f in VIDSTAB_FILTERS):
-                proc = subprocess.run(
-                    [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "verbose", "-f", "lavfi", "-i",
-                     "color=s=64x64:d=0.04", "-vf", "vidstabdetect=result=probe.trf", "-f", "null", "-"],
-                    stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, cwd=tmp,
-                )
-                if m := _VIDSTAB_VERSION.search(proc.stderr):
-                    vidstab = tuple(int(x) for x in m.group(1).split("."))
-                else:
-                    vidstab = (0,)  # has the filters but does not say its version: ranks below every known one
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, cwd=tmp)
     except (OSError, subprocess.SubprocessError):
-        pass
+        return None, None
+    text = proc.stdout + proc.stderr
+    if m := _FFMPEG_VERSION.search(text):
+        version = m.group(1).split("-")[0] if m.group(1)[:1].isdigit() else m.group(1)
+    if has_vidstab:
+        m = _VIDSTAB_VERSION.search(text)
+        # a build with the filters that does not say its version ranks below every known one
+        vidstab = tuple(int(x) for x in m.group(1).split(".")) if m else (0,)
     return version, vidstab
 
 
