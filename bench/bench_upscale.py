@@ -137,22 +137,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print the section, leave RESULTS.md alone")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    with quiet_progress():
-        streams = streams_part(args)
-    print(streams)
+    streams = ""
+    if args.stream_rounds > 0:  # 0: only the overhead part
+        with quiet_progress():
+            streams = streams_part(args)
+        print(streams)
     if args.skip_overhead:
         if not args.no_write:
             write_section("upscale", streams + "\n" + _previous_overhead())
         return 0
 
-    params = UPSCALE_PARAMS.resolve({"model": args.model, "scale": SCALE, "gpu": "cpu"})
+    params = UPSCALE_PARAMS.resolve({"model": args.model, "scale": SCALE, "gpu": "cpu", "streams": 1})
     work = Path(tempfile.mkdtemp(prefix="bench_upscale_"))
     clip = make_clip(work / "clip.mp4", args.frames)
     frames = decoded_frames(clip)
     assert len(frames) == args.frames, (len(frames), args.frames)
     info = probe(clip).to_dict()
     processor = UpscaleProcessor(params)
-    engine = processor.engine(make_plan(args.model, SCALE, "video"))
+    engine = processor.pool(make_plan(args.model, SCALE, "video")).engines[0]
     with quiet_progress():
         engine.upscale_bytes(frames[0], WIDTH, HEIGHT)  # warm-up, in neither figure
 
