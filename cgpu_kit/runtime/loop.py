@@ -35,7 +35,7 @@ def load_items(work_dir: Path) -> tuple[list[RuntimeItem], dict[str, Any]]:
     for part in sorted((work_dir / layout.PARTS).glob("part_*.zip")):
         manifest = batch.read_manifest(part)
         header = header or {k: v for k, v in manifest.items() if k != "items"}
-        marker = in_dir / f".{part.stem}.unpacked"
+        marker = in_dir / f"{part.stem}.unpacked"
         if not marker.exists():
             batch.safe_extract(part, in_dir)
             (in_dir / batch.MANIFEST).unlink(missing_ok=True)
