@@ -136,14 +136,16 @@ class ColabTransport(ShellRuntimeTransport):
     name = "colab"
     python = "python3"
 
-    def __init__(self, remote_root: str | None = None, *, session: str | None = None, gpu: str | None = None,
+    def __init__(self, remote_root: str | None = None, *, session: str | None = None, gpu: str | None = "T4",
                  keep_session: bool = False) -> None:
         super().__init__(remote_root)
         if session is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", session):
             raise ParameterError(f"--session {session!r}: a session name is letters, digits, '_', '.' and '-' "
                                  "(at most 63, not starting with a sign)", name="session")
+        if gpu is not None and gpu.upper() in ("CPU", "NONE"):
+            gpu = None
         if gpu is not None and gpu.upper() not in GPUS:  # the client silently turns an unknown one into an A100
-            raise ParameterError(f"--gpu {gpu!r} is not one of {', '.join(GPUS)}", name="gpu")
+            raise ParameterError(f"--gpu {gpu!r} is not one of {', '.join(GPUS)} or CPU", name="gpu")
         self.executable = find_colab()
         self.named = session is not None
         self.session = session or f"cgpu-kit-{secrets.token_hex(3)}"
