@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--remote-root", default=None, help="folder of the runtime for job folders (cgpu, colab: /content, or $CGPU_KIT_REMOTE_ROOT)")
         p.add_argument("--session", default=None, help="colab: the session to run on, opened when it is not there "
                        "(default: a new one, cgpu-kit-XXXXXX)")
-        p.add_argument("--gpu", default=None, help="colab: the accelerator of a new session: T4 (the default), L4, G4, "
-                       "A100, H100, or CPU for none")
+        p.add_argument("--colab-gpu", dest="colab_gpu", default=None, metavar="GPU", help="colab: the accelerator of a "
+                       "session it opens: T4 (the default), L4, G4, A100, H100, or CPU for none (not upscale's --gpu)")
         p.add_argument("--keep-session", action="store_true", default=None,
                        help="colab: keep the session (and its runtime) when done; by default it is stopped")
         p.add_argument("--timeout", type=float, default=None, help="seconds the whole job may take (default: sized to the job type and batch)")
@@ -182,7 +182,7 @@ def run_job_command(args: argparse.Namespace) -> int:
     if not inputs:
         raise ParameterError(f"no inputs: give files to {args.job_type}, or --samples")
     backend: Any = args.backend
-    session_options = {k: v for k, v in (("session", args.session), ("gpu", args.gpu), ("keep_session", args.keep_session))
+    session_options = {k: v for k, v in (("session", args.session), ("gpu", args.colab_gpu), ("keep_session", args.keep_session))
                        if v is not None}
     if session_options:  # options of one backend's sessions: that backend's transport takes them
         backend = get_transport(args.backend, remote_root=args.remote_root, **session_options)

@@ -36,7 +36,7 @@ def get_transport(name: str, *, remote_root: str | None = None, **options: objec
     transport_class = getattr(importlib.import_module(module), cls)
     unknown = sorted(set(options) - set(inspect.signature(transport_class).parameters))
     if unknown:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        flags = ", ".join({"gpu": "--colab-gpu"}.get(k, "--" + k.replace("_", "-")) for k in unknown)
         raise ParameterError(f"the {kind} backend takes no {flags} (only colab does)", name="backend")
     return transport_class(remote_root=remote_root, **options)
 

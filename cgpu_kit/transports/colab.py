@@ -76,7 +76,7 @@ REFUSED = (
      "is refused by Jupyter: pick a --remote-root (CGPU_KIT_REMOTE_ROOT) of plain folder names"),
     (re.compile(r"Local file '.*' not found"), "the local file is gone; check that it is still there and run again"),
     (re.compile(r"Allocation refused|Backend rejected accelerator"), "Colab refused a runtime of this kind: stop a "
-     "session you no longer need (`colab sessions`, `colab stop -s NAME`), wait, or pick another --gpu"),
+     "session you no longer need (`colab sessions`, `colab stop -s NAME`), wait, or pick another --colab-gpu"),
 )
 _TOKEN = re.compile(r"(colab-runtime-proxy-token=|token=)[^&\s'\"]+")
 #: runs in the session's kernel: a shell command with stdin closed, in its own process group, time-bounded
@@ -145,7 +145,7 @@ class ColabTransport(ShellRuntimeTransport):
         if gpu is not None and gpu.upper() in ("CPU", "NONE"):
             gpu = None
         if gpu is not None and gpu.upper() not in GPUS:  # the client silently turns an unknown one into an A100
-            raise ParameterError(f"--gpu {gpu!r} is not one of {', '.join(GPUS)} or CPU", name="gpu")
+            raise ParameterError(f"--colab-gpu {gpu!r} is not one of {', '.join(GPUS)} or CPU", name="colab_gpu")
         self.executable = find_colab()
         self.named = session is not None
         self.session = session or f"cgpu-kit-{secrets.token_hex(3)}"
@@ -301,8 +301,12 @@ class ColabTransport(ShellRuntimeTransport):
         remote = self._absolute(remote)
         deadline = time.monotonic() + timeout
         q, folder = sh(remote), sh(os.path.dirname(remote))
+        # Jupyter sends a notebook as parsed JSON, which the client writes back as a Python repr: fetch its bytes
+        # through a link of another name (left in the job's folder, which goes at the end)
+        source = f"{remote}.bytes" if remote.endswith(".ipynb") else remote
+        link = f"ln -f -- {q} {sh(source)} 2>/dev/null || cp -f -- {q} {sh(source)}; " if source != remote else ""
         result = self.run(
-            f"if [ -f {q} ]; then printf 'have %s %s\\n' \"$(stat -c %s -- {q})\" \"$(sha256sum < {q} | cut -c1-64)\"; "
+            f"if [ -f {q} ]; then {link}printf 'have %s %s\\n' \"$(stat -c %s -- {q})\" \"$(sha256sum < {q} | cut -c1-64)\"; "
             f"elif [ -d {folder} ]; then echo missing; else echo nofolder; fi", timeout=min(timeout, 120.0),
         ).check(f"checking {remote}")
         words = result.output.split()
@@ -318,9 +322,9 @@ class ColabTransport(ShellRuntimeTransport):
         partial.unlink(missing_ok=True)
         try:
             if size > self.copy_piece_bytes:
-                self._get_in_pieces(remote, partial, deadline=deadline)
+                self._get_in_pieces(source, partial, deadline=deadline)
             else:
-                self._download(remote, partial, deadline=deadline)
+                self._download(source, partial, deadline=deadline)
             if partial.stat().st_size != size or file_sha256(partial) != digest:
                 raise ConnectionLostError(f"downloading {remote}: what arrived does not match the runtime's sha256")
             os.replace(partial, local)

@@ -32,7 +32,7 @@ def venv_dir() -> Path:
     return cache / "colab-cli-0.7.5-venv"
 
 
-def _python312() -> str | None:
+def python312() -> str | None:
     for candidate in CANDIDATES:
         if candidate == "COLAB_TEST_PYTHON":
             candidate = os.environ.get(candidate) or ""
@@ -54,7 +54,7 @@ def real_colab_python() -> tuple[Path | None, str]:
     python = folder / "bin" / "python"
     if (folder / "ok").is_file():
         return python, ""
-    base = _python312()
+    base = python312()
     if base is None:
         return None, "no Python >= 3.12 here (google-colab-cli needs it; set COLAB_TEST_PYTHON)"
     folder.parent.mkdir(parents=True, exist_ok=True)
