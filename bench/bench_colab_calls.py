@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests" / "fakes"))
 
 import colab_client  # noqa: E402
 import colab_runtime  # noqa: E402
+
 from bench._results import write_section  # noqa: E402
 from cgpu_kit.jobs.stabilize import StabilizeJob  # noqa: E402
 from cgpu_kit.manager import CGPUJobManager  # noqa: E402
@@ -55,8 +56,9 @@ def batch(backend: str, clips: list[Path], out: Path, kinds: collections.Counter
         if result.status is not JobStatus.COMPLETED:
             raise SystemExit(f"the {backend} batch did not complete: {result.error}\n{result.remote_log}")
         calls = sum(s.transport.inner.calls for s in manager.sessions.values())
+        stops = kinds["stop"]
         CGPUJobManager.reset()  # colab: `stop` releases the runtime
-        calls += kinds["stop"]
+        calls += kinds["stop"] - stops
     finally:
         ColabTransport._invoke = invoke
     return calls, time.monotonic() - started
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 figures[backend] = batch(backend, clips[:size], work / f"out_{backend}_{size}", kinds)
                 stand_in.recycle(root)
                 shutil.rmtree(root, ignore_errors=True)
-                print(f"{size} clip(s) via {backend}: {figures[backend][0]} calls, {figures[backend][1]:.1f} s", flush=True)
+                calls, wall = figures[backend]
+                print(f"{size} clip(s) via {backend}: {calls} calls, {wall:.1f} s", flush=True)
             rows.append((size, figures["cgpu"], figures["colab"]))
     finally:
         stand_in.close()

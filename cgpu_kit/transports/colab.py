@@ -45,11 +45,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..exceptions import (
-    CallRefusedError, CallTimeoutError, ColabAuthError, ConnectionLostError, MissingDependencyError, ParameterError,
-    RemoteCommandError, RuntimeLostError,
+    CallRefusedError,
+    CallTimeoutError,
+    ColabAuthError,
+    ConnectionLostError,
+    MissingDependencyError,
+    ParameterError,
+    RemoteCommandError,
+    RuntimeLostError,
 )
 from ..util import file_sha256
-from ._shell import ShellRuntimeTransport, env_float, kill_group
+from ._shell import ShellRuntimeTransport, env_float, have_line, kill_group
 from .base import CommandResult, sh
 
 log = logging.getLogger(__name__)
@@ -127,7 +133,8 @@ class _Call:
 
     @property
     def said(self) -> str:
-        return redact(" | ".join(s.strip() for s in self.stdout + self.stderr if s.strip() and "CGPUKIT_" not in s)[-800:])
+        lines = (s.strip() for s in self.stdout + self.stderr if s.strip() and "CGPUKIT_" not in s)
+        return redact(" | ".join(lines)[-800:])
 
 
 class ColabTransport(ShellRuntimeTransport):
@@ -234,9 +241,17 @@ class ColabTransport(ShellRuntimeTransport):
                 self.state = "gone"
                 return self._session_call(args, timeout=timeout, done=done)
             self.state = "gone"
-            raise RuntimeLostError(f"the colab session {self.session!r} is gone (stopped or recycled; colab said: {call.said})")
-        self.state = "open"
+            raise RuntimeLostError(
+                f"the colab session {self.session!r} is gone (stopped or recycled; colab said: {call.said})")
+        self._opened()
         return call
+
+    def _opened(self) -> None:
+        """The session is in use: stop it when the process ends, unless this transport is closed first."""
+        self.state = "open"
+        if not self._exit_hook:
+            atexit.register(self.close)
+            self._exit_hook = True
 
     def open_session(self, *, timeout: float = 180.0) -> None:
         """``colab new -s SESSION [--gpu GPU]``: assign a runtime (the manager sets it up afterwards)."""
@@ -247,12 +262,10 @@ class ColabTransport(ShellRuntimeTransport):
             if pattern.search(said):
                 raise CallRefusedError(f"colab new refused a runtime for session {self.session!r}: {said} ({advice})")
         if "Session READY." not in "\n".join(call.stdout):
-            raise ConnectionLostError(f"colab new did not open session {self.session!r} (exit {call.exit_code}: {said})")
+            raise ConnectionLostError(
+                f"colab new did not open session {self.session!r} (exit {call.exit_code}: {said})")
         log.info("colab session %s opened (%s)", self.session, self.gpu or "CPU runtime")
-        self.state = "open"
-        if not self._exit_hook:
-            atexit.register(self.close)
-            self._exit_hook = True
+        self._opened()
 
     # -- the seam -----------------------------------------------------------------------------------------------
 
@@ -272,14 +285,16 @@ class ColabTransport(ShellRuntimeTransport):
         if not starts or not ends:
             raise ConnectionLostError(
                 f"colab exec lost its answer {'before the command began' if not starts else 'before its end'} "
-                f"(exit {call.exit_code}: {call.said[-400:]})", output=redact("\n".join(lines[starts[0] + 1:] if starts else [])))
+                f"(exit {call.exit_code}: {call.said[-400:]})",
+                output=redact("\n".join(lines[starts[0] + 1:] if starts else [])))
         body = lines[starts[0] + 1: ends[-1]]
         if body and body[-1] == "":
             body = body[:-1]  # the newline printed before the end marker
         status = end.search(lines[ends[-1]]).group(1)
         if status == "T":
-            raise CallTimeoutError(f"the command did not finish within {inner:.0f}s on the runtime and was stopped there",
-                                   output="\n".join(body))
+            raise CallTimeoutError(
+                f"the command did not finish within {inner:.0f}s on the runtime and was stopped there",
+                output="\n".join(body))
         return CommandResult(int(status), "\n".join(body))
 
     def _copy(self, local: Path, remote: str, want: tuple[int, str], *, deadline: float) -> None:
@@ -287,7 +302,8 @@ class ColabTransport(ShellRuntimeTransport):
         call = self._session_call(["upload", "--", str(local.absolute()), remote],
                                   timeout=max(deadline - time.monotonic(), 30.0), done="[colab] Uploaded ")
         self._refused(call, f"colab upload of {local.name} to {remote}")
-        self._verify(local, remote, want, deadline=deadline, said=f"colab upload exit {call.exit_code}: {call.said[-300:]}")
+        self._verify(local, remote, want, deadline=deadline,
+                     said=f"colab upload exit {call.exit_code}: {call.said[-300:]}")
 
     @staticmethod
     def _refused(call: _Call, what: str) -> None:
@@ -306,7 +322,7 @@ class ColabTransport(ShellRuntimeTransport):
         source = f"{remote}.bytes" if remote.endswith(".ipynb") else remote
         link = f"ln -f -- {q} {sh(source)} 2>/dev/null || cp -f -- {q} {sh(source)}; " if source != remote else ""
         result = self.run(
-            f"if [ -f {q} ]; then {link}printf 'have %s %s\\n' \"$(stat -c %s -- {q})\" \"$(sha256sum < {q} | cut -c1-64)\"; "
+            f"if [ -f {q} ]; then {link}{have_line(q)}; "
             f"elif [ -d {folder} ]; then echo missing; else echo nofolder; fi", timeout=min(timeout, 120.0),
         ).check(f"checking {remote}")
         words = result.output.split()
@@ -336,7 +352,8 @@ class ColabTransport(ShellRuntimeTransport):
                                   timeout=max(deadline - time.monotonic(), 30.0), done="[colab] Downloaded ")
         self._refused(call, f"colab download of {remote}")
         if not local.is_file():
-            raise ConnectionLostError(f"colab download of {remote} wrote nothing (exit {call.exit_code}: {call.said[-300:]})")
+            raise ConnectionLostError(
+                f"colab download of {remote} wrote nothing (exit {call.exit_code}: {call.said[-300:]})")
 
     def _get_in_pieces(self, remote: str, partial: Path, *, deadline: float) -> None:
         """Split a large file on the runtime, fetch the pieces one by one and join them here."""

@@ -81,7 +81,8 @@ class ColabClient:
         self.home = runtime.base / "colab-home"
         self.config = self.home / ".config" / "colab-cli"
         self.config.mkdir(parents=True, exist_ok=True)
-        (self.config / "settings.json").write_text(json.dumps({"update_url": f"{runtime.tun.url}/pypi/google-colab-cli/json"}))
+        update_url = f"{runtime.tun.url}/pypi/google-colab-cli/json"  # its daily check, answered by the tun fake
+        (self.config / "settings.json").write_text(json.dumps({"update_url": update_url}))
         self.executable = runtime.base / "bin" / "colab"
         self.executable.parent.mkdir(exist_ok=True)
         self.executable.write_text(
