@@ -19,6 +19,8 @@ import logging
 import os
 import platform
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +66,16 @@ def batch(backend: str, clips: list[Path], out: Path, kinds: collections.Counter
     return calls, time.monotonic() - started
 
 
+def startup(argv: list[str], runs: int = 3) -> float:
+    """Median seconds of ``argv`` (a client's start with nothing to do), run ``runs`` times."""
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5])
@@ -100,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                 calls, wall = figures[backend]
                 print(f"{size} clip(s) via {backend}: {calls} calls, {wall:.1f} s", flush=True)
             rows.append((size, figures["cgpu"], figures["colab"]))
+        starts = (startup(["node", str(colab_runtime.entry_point(cgpu_dir)), "--help"]),
+                  startup([str(python), "-c", "import colab_cli.cli, colab_cli.commands.execution"]))
     finally:
         stand_in.close()
         CGPUJobManager.reset()
@@ -123,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         "",
         "colab calls by command over all its batches: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + ". "
-        "A colab call starts a Python 3.12 process that imports the client (pydantic, google-auth, the Jupyter kernel "
-        "client: about 0.5 s on an idle machine, several seconds on this loaded one), where a cgpu call starts node; "
+        "A colab call starts a Python 3.12 process that imports the client (pydantic, google-auth, rich, the Jupyter "
+        f"kernel client): {starts[1]:.2f} s here (median of 3, the imports alone), against {starts[0]:.2f} s for node "
+        "to start cgpu (`--help`); that start is most of a colab call's cost on this machine. "
         "an `exec` also opens a websocket to the kernel, and the client often lingers 10 s after its output (a reader "
         "thread), which the transport cuts short once its end marker is in. Downloads are one `colab download` each "
         "(plus one `exec` for the sha256), where cgpu prints base64 through a terminal.",

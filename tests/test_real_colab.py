@@ -94,29 +94,37 @@ def unassigned(runtime) -> int:
     return sum(r.startswith("POST /tun/m/unassign/") for r in runtime.tun.requests)
 
 
-def test_when_a_hostile_named_batch_runs_through_the_real_colab_then_every_item_is_done_and_the_runtime_released(
-    runtime, fresh_manager, shaky_clip, tmp_path, monkeypatch,
+def test_when_the_cli_runs_a_hostile_named_batch_on_a_kept_session_then_every_item_is_done_and_the_runtime_stays(
+    runtime, shaky_clip, tmp_path, monkeypatch,
 ):
+    from cgpu_kit.cli import main
+    from cgpu_kit.manager import CGPUJobManager
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CGPU_KIT_CHUNK_SECONDS", "60")  # the outputs in one zip: one fetch
     inputs = clips(shaky_clip, tmp_path / "in", HOSTILE)
-    transport = ColabTransport(gpu="T4")
-    stops_before = unassigned(runtime)
-    result = fresh_manager.run(StabilizeJob(inputs, tmp_path / "out", backend=transport, preset="ultrafast"))
-
-    assert result.status is JobStatus.COMPLETED, (result.error, result.remote_log)
-    assert [i.status for i in result.items] == [ItemStatus.DONE] * len(HOSTILE)
+    stops = unassigned(runtime)
+    args = ["stabilize", *map(str, inputs), "-o", str(tmp_path / "out"), "-q", "--preset", "ultrafast",
+            "--backend", "colab", "--session", "mine", "--colab-gpu", "L4", "--keep-session"]
+    assert main(args) == 0
     for name in HOSTILE:
         assert probe(tmp_path / "out" / name).frames == CLIP["frames"]
     assert hidden_names(runtime.root) == []
     assert no_pwned(tmp_path, tmp_path / "in", Path(runtime.root), Path("/")) == []
-    assert runtime.tun.accelerator == "T4" and result.metadata["transport_retries"] == 0
-    assert transport.calls <= 40  # as for cgpu (32-36 for such batches): each call starts the client
-    assert json.loads(Path(result.log_path).read_text())["cells"]  # a notebook comes back as its bytes
-    plan = json.loads(next((tmp_path / "out" / "_cgpu_kit").glob("job_*/plan.json")).read_text())
-    assert plan["backend"] == f"colab:{transport.session}"  # `attach` finds the same session
-    fresh_manager.reset()  # the end of the process: the session is stopped
-    assert unassigned(runtime) == stops_before + 1 and runtime.client.sessions() == {}
+    transport = next(iter(CGPUJobManager().sessions.values())).transport
+    assert transport.inner.calls <= 40 and transport.retries == 0  # as for cgpu (32-36 for such batches)
+    state = next((tmp_path / "out" / "_cgpu_kit").glob("job_*"))
+    assert json.loads((state / "plan.json").read_text())["backend"] == "colab:mine"  # `attach` finds the session
+    assert json.loads(next(state.rglob("executed.ipynb")).read_text())["cells"]  # a notebook comes back as its bytes
+    assert runtime.tun.accelerator == "L4" and "mine" in runtime.client.sessions()
+
+    CGPUJobManager.reset()
+    assert unassigned(runtime) == stops and "mine" in runtime.client.sessions()  # kept
+    t = get_transport("colab:mine")
+    assert t.run("echo same", timeout=60).output == "same" and t.calls == 1  # no `new`: the kept session
+    t.keep_session = False
+    t.close()
+    assert unassigned(runtime) == stops + 1 and "mine" not in runtime.client.sessions()
 
 
 def test_when_an_image_is_upscaled_through_the_real_colab_then_it_comes_back_larger(runtime, tmp_path):
@@ -136,7 +144,7 @@ def test_when_an_image_is_upscaled_through_the_real_colab_then_it_comes_back_lar
 def test_when_colab_recycles_the_runtime_mid_batch_then_a_new_session_finishes_the_batch(
     runtime, fresh_manager, shaky_clip, tmp_path, monkeypatch,
 ):
-    inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"])
+    inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4"])
     invoke = ColabTransport._invoke
     recycled = []
 
@@ -154,8 +162,11 @@ def test_when_colab_recycles_the_runtime_mid_batch_then_a_new_session_finishes_t
     assert result.status is JobStatus.COMPLETED, (result.error, result.remote_log)
     assert next(iter(fresh_manager.sessions.values())).setups == 2
     assert sum(r == "POST /tun/m/assign" for r in runtime.tun.requests) == opened + 2  # `new` again, same name
-    for name in ("a.mp4", "b.mp4", "c.mp4"):
+    for name in ("a.mp4", "b.mp4"):
         assert probe(tmp_path / "out" / name).frames == CLIP["frames"]
+    stops = unassigned(runtime)
+    fresh_manager.reset()  # the end of the process: the session is stopped
+    assert unassigned(runtime) == stops + 1 and runtime.client.sessions() == {}
 
 
 def test_when_google_refuses_the_login_then_a_clear_auth_error_comes_at_once_and_is_not_retried(
@@ -205,28 +216,6 @@ def test_when_the_session_is_stopped_behind_its_back_then_the_transport_reports_
         t.run("echo up", timeout=60)
     assert t.run("echo again", timeout=60).output == "again"  # a fresh session of the same name
     t.close()
-
-
-def test_when_the_cli_names_a_session_a_gpu_and_keeps_it_then_the_runtime_stays_for_the_next_run(
-    runtime, shaky_clip, tmp_path,
-):
-    from cgpu_kit.cli import main
-
-    inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4"])
-    stops = unassigned(runtime)
-    args = ["stabilize", *map(str, inputs), "-o", str(tmp_path / "out"), "-q", "--preset", "ultrafast",
-            "--backend", "colab", "--session", "mine", "--colab-gpu", "L4", "--keep-session"]
-    assert main(args) == 0
-    assert runtime.tun.accelerator == "L4" and "mine" in runtime.client.sessions()
-    from cgpu_kit.manager import CGPUJobManager
-
-    CGPUJobManager.reset()
-    assert unassigned(runtime) == stops and "mine" in runtime.client.sessions()  # kept
-    t = get_transport("colab:mine")
-    assert t.run("echo same", timeout=60).output == "same" and t.calls == 1  # no `new`: the kept session
-    t.keep_session = False
-    t.close()
-    assert "mine" not in runtime.client.sessions()
 
 
 def test_when_colab_options_are_wrong_then_they_are_refused_before_anything_runs(runtime, monkeypatch):
