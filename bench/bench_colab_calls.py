@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "cgpu 0.1.4 and Google's REAL colab 0.7.5 (google-colab-cli in a Python 3.12 venv), both against the tests' "
         "Colab stand-in (fake tun API and OAuth, a real jupyter_server as the runtime), one after the other in one "
         f"run on {platform.machine()} with {os.cpu_count()} cores shared with other work (load average "
-        f"{min(load):.0f}-{max(load):.0f} at the batches' starts). No network lies between, so these are lower "
+        f"{min(load):.1f} to {max(load):.1f} at the batches' starts). No network lies between, so these are lower "
         "bounds; on Colab every call also pays round trips to Google and the runtime. The colab figures include its "
         "`new` and `stop` (a runtime per batch, released at the end).",
         "",
@@ -138,11 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "colab calls by command over all its batches: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + ". "
         "A colab call starts a Python 3.12 process that imports the client (pydantic, google-auth, rich, the Jupyter "
-        f"kernel client): {starts[1]:.2f} s here (median of 3, the imports alone), against {starts[0]:.2f} s for node "
-        "to start cgpu (`--help`); that start is most of a colab call's cost on this machine. "
-        "an `exec` also opens a websocket to the kernel, and the client often lingers 10 s after its output (a reader "
-        "thread), which the transport cuts short once its end marker is in. Downloads are one `colab download` each "
-        "(plus one `exec` for the sha256), where cgpu prints base64 through a terminal.",
+        f"kernel client): {starts[1]:.2f} s here (median of 3, the imports alone, measured after the batches), "
+        f"against {starts[0]:.2f} s for node to start cgpu (`--help`). The rest of a colab call is its own work: an "
+        "`exec` checks the session, opens a websocket to the kernel and runs the client's prelude (`os.chdir`) "
+        "before the snippet, and the client often lingers 10 s after its output (a reader thread), which the "
+        "transport cuts to 1.5 s once its end marker is in. A fetched file is two calls (an `exec` for its size and "
+        "sha256, then `colab download`), where cgpu prints verified base64 through its terminal in one; `new` and "
+        "`stop` add two per batch.",
     ]
     markdown = "\n".join(lines)
     print(markdown)
