@@ -22,6 +22,7 @@ from .manager import CGPUJobManager, describe_failure
 from .params import Param, check_number
 from .results import ItemResult, ItemStatus, JobResult, JobStatus
 from .samples import sample_inputs
+from .transports import get_transport
 
 log = logging.getLogger("cgpu_kit.cli")
 
@@ -61,8 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(job_type, help=JOB_HELP.get(job_type, job_type), description=(cls.__doc__ or "").strip())
         p.add_argument("inputs", nargs="*", metavar="FILE", help="input files (names are never interpreted by a shell)")
         p.add_argument("-o", "--out", required=True, help="output folder; outputs take the inputs' names")
-        p.add_argument("--backend", default="local", help="where to run: local (this machine, the default) or cgpu (a Colab runtime)")
-        p.add_argument("--remote-root", default=None, help="folder of the runtime for job folders (cgpu: /content, or $CGPU_KIT_REMOTE_ROOT)")
+        p.add_argument("--backend", default="local", help="where to run: local (this machine, the default), cgpu (a Colab "
+                       "runtime through cgpu) or colab (one through Google's colab client; colab:NAME for its session NAME)")
+        p.add_argument("--remote-root", default=None, help="folder of the runtime for job folders (cgpu, colab: /content, or $CGPU_KIT_REMOTE_ROOT)")
+        p.add_argument("--session", default=None, help="colab: the session to run on, opened when it is not there "
+                       "(default: a new one, cgpu-kit-XXXXXX)")
+        p.add_argument("--colab-gpu", dest="colab_gpu", default=None, metavar="GPU", help="colab: the accelerator of a "
+                       "session it opens: T4 (the default), L4, G4, A100, H100, or CPU for none (not upscale's --gpu)")
+        p.add_argument("--keep-session", action="store_true", default=None,
+                       help="colab: keep the session (and its runtime) when done; by default it is stopped")
         p.add_argument("--timeout", type=float, default=None, help="seconds the whole job may take (default: sized to the job type and batch)")
         p.add_argument("--item-timeout", type=float, default=None, help="seconds each item may take")
         p.add_argument("--workers", type=int, default=0, help="items processed side by side on the runtime (0: as many as useful)")
@@ -173,8 +181,13 @@ def run_job_command(args: argparse.Namespace) -> int:
         inputs += [str(p) for p in sample_inputs(args.job_type)]
     if not inputs:
         raise ParameterError(f"no inputs: give files to {args.job_type}, or --samples")
+    backend: Any = args.backend
+    session_options = {k: v for k, v in (("session", args.session), ("gpu", args.colab_gpu), ("keep_session", args.keep_session))
+                       if v is not None}
+    if session_options:  # options of one backend's sessions: that backend's transport takes them
+        backend = get_transport(args.backend, remote_root=args.remote_root, **session_options)
     options: dict[str, Any] = dict(
-        backend=args.backend, remote_root=args.remote_root, timeout=args.timeout, item_timeout=args.item_timeout,
+        backend=backend, remote_root=args.remote_root, timeout=args.timeout, item_timeout=args.item_timeout,
         workers=args.workers, force=args.force, overwrite=args.overwrite,
     )
     if args.part_mb is not None:

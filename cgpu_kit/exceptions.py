@@ -13,6 +13,8 @@
     │   ├── ConnectionLostError      the call ran (maybe) but its framing/exit marker never arrived: retried
     │   ├── CallTimeoutError         the call did not finish within its timeout: retried
     │   ├── CgpuAuthError            cgpu is not logged in; never retried, says what to run
+    │   ├── ColabAuthError           Google's colab client is not logged in (it would wait for a pasted
+    │   │                            code); never retried, says what to run
     │   ├── CallRefusedError         the call was refused for a reason retrying cannot change (a 4xx from the
     │   │                            runtime's server: hidden or bad path, missing folder; a missing local file)
     │   └── RuntimeLostError         the runtime was recycled (work folder or set-up marker gone)
@@ -86,6 +88,13 @@ class CallTimeoutError(TransportError):
 
 class CgpuAuthError(TransportError):
     """The cgpu tool is not logged in (missing credentials, or it waits for a browser login)."""
+
+    retryable = False
+
+
+class ColabAuthError(TransportError):
+    """Google's ``colab`` client has no valid login: it asked for an authorization code (which, with its stdin
+    closed, it never gets) or found no default credentials. Raised within seconds, never retried."""
 
     retryable = False
 

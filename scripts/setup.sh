@@ -10,7 +10,7 @@ want_test=0
 SUDO=""
 [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 apt_pkgs=(ffmpeg libomp5 espeak-ng sox)
-if (( want_test )); then apt_pkgs+=(chromium); fi
+if (( want_test )); then apt_pkgs+=(chromium python3-venv); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if (( ${#missing[@]} )); then
@@ -39,5 +39,10 @@ if (( want_test )); then
   fi
   $PY -c 'import sys; sys.path.insert(0, "tests/fakes"); import colab_runtime as c; d, why = c.real_cgpu_dir(); print("real cgpu:", d or why); sys.exit(d is None)' \
     || echo "warning: the real cgpu client could not be built; tests/test_real_cgpu.py will skip" >&2
+  # Google's colab client for tests/test_real_colab.py: google-colab-cli in a venv of a Python >= 3.12
+  # (pyenv's, python3.12/3.13 or python3 when new enough; $COLAB_TEST_PYTHON names another), built once into
+  # the cache (or $CGPU_KIT_COLAB_VENV).
+  $PY -c 'import sys; sys.path.insert(0, "tests/fakes"); import colab_client as c; p, why = c.real_colab_python(); print("real colab client:", p or why); sys.exit(p is None)' \
+    || echo "warning: the colab client could not be installed; tests/test_real_colab.py will skip" >&2
 fi
 echo "cgpu-kit is set up: $($PY -m cgpu_kit --version)"

@@ -1,8 +1,13 @@
-"""WHERE jobs run: a registry of transports by backend name."""
+"""WHERE jobs run: a registry of transports by backend name.
+
+A backend is named ``KIND`` or ``KIND:ARG``; the ARG goes to the transport as its ``session`` (``colab:NAME``
+runs on the colab session NAME). Further options (``gpu=``, ``keep_session=``) go to the transport's class.
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from ..exceptions import ParameterError
 from .base import CommandResult, Transport, sh
@@ -11,6 +16,7 @@ from .base import CommandResult, Transport, sh
 TRANSPORTS: dict[str, str] = {
     "local": "cgpu_kit.transports.local:LocalTransport",
     "cgpu": "cgpu_kit.transports.cgpu:CgpuTransport",
+    "colab": "cgpu_kit.transports.colab:ColabTransport",
 }
 
 
@@ -18,13 +24,21 @@ def register(name: str, target: str) -> None:
     TRANSPORTS[name] = target
 
 
-def get_transport(name: str, *, remote_root: str | None = None) -> Transport:
+def get_transport(name: str, *, remote_root: str | None = None, **options: object) -> Transport:
+    kind, _, arg = name.partition(":")
     try:
-        target = TRANSPORTS[name]
+        target = TRANSPORTS[kind]
     except KeyError:
         raise ParameterError(f"unknown backend {name!r}; known: {', '.join(TRANSPORTS)}", name="backend") from None
+    if arg:
+        options["session"] = arg
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)(remote_root=remote_root)
+    transport_class = getattr(importlib.import_module(module), cls)
+    unknown = sorted(set(options) - set(inspect.signature(transport_class).parameters))
+    if unknown:
+        flags = ", ".join({"gpu": "--colab-gpu"}.get(k, "--" + k.replace("_", "-")) for k in unknown)
+        raise ParameterError(f"the {kind} backend takes no {flags} (only colab does)", name="backend")
+    return transport_class(remote_root=remote_root, **options)
 
 
 __all__ = ["CommandResult", "Transport", "TRANSPORTS", "get_transport", "register", "sh"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..exceptions import CallTimeoutError, ConnectionLostError, RemoteCommandError, RuntimeLostError
 from ..util import file_sha256, write_json
+from ._shell import absolute
 from .base import CommandResult, sh
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,9 @@ class Downloads:
     def run(self, command: str, *, timeout: float) -> CommandResult:  # provided by the transport
         raise NotImplementedError
 
-    @staticmethod
-    def _absolute(path: str) -> str:
-        raise NotImplementedError
-
     def get(self, remote: str, local: Path, *, timeout: float) -> None:
         """Download in verified chunks into ``.NAME.partial``; progress survives a broken call (and its retry)."""
-        remote = self._absolute(remote)
+        remote = absolute(remote)
         deadline = time.monotonic() + timeout
         local.parent.mkdir(parents=True, exist_ok=True)
         partial = local.with_name(f".{local.name}.partial")

@@ -30,48 +30,30 @@ leading ``/# ``): base64 and JSON lines are safe.
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import logging
 import os
-import posixpath
 import re
 import secrets
 import selectors
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..exceptions import (
-    CallRefusedError, CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, ParameterError,
-)
-from ..requirements import Requirements
-
-if TYPE_CHECKING:
-    from ..bundle import Bundle
-from ..util import file_sha256
+from ..exceptions import CallRefusedError, CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError
 from . import _cgpu_terminals as terminals
 from ._cgpu_download import Downloads
-from .base import CommandResult, Transport, sh
+from ._shell import BASE_REQUIREMENTS, DEFAULT_REMOTE_ROOT, HOME_NAME, ShellRuntimeTransport, env_float, kill_group  # noqa: F401
+from .base import CommandResult, sh
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REMOTE_ROOT = "/content"
-#: the folder under the remote root holding the shipped cgpu_kit and its set-up marker (not hidden: the
-#: runtime's Jupyter server refuses to create hidden paths)
-HOME_NAME = "cgpu_kit_runtime"
 INSTALL_HINT = (
     "install cgpu from its repository (it is not on the npm registry): "
     "git clone https://github.com/RohanAdwankar/cgpu && cd cgpu && npm install && npm run build && npm link; "
     "or point CGPU_BIN at the executable. Then run `cgpu status` once in a terminal to log in."
 )
-#: what the runtime needs to run any template, whatever the job type
-BASE_REQUIREMENTS = Requirements(pip=("papermill", "nbformat", "nbclient", "ipykernel", "tenacity", "tqdm"))
 #: cgpu's own words when it is not logged in: (text, what the user must do)
 LOGIN_NEEDED = (
     ("Missing Colab OAuth credentials", "cgpu has no Colab OAuth credentials: set COLAB_CLIENT_ID and "
@@ -108,14 +90,6 @@ def find_cgpu() -> str:
     if path is None:
         raise MissingDependencyError(f"the cgpu command is not on PATH; {INSTALL_HINT}")
     return path
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name) or default)
-    except ValueError:
-        log.warning("%s=%r is not a number; using %s", name, os.environ.get(name), default)
-        return default
 
 
 @dataclass
@@ -171,50 +145,20 @@ def unframe(lines: list[str], token: str) -> _Frame:
     return _Frame(begun, None, body)
 
 
-class CgpuTransport(Downloads, Transport):
+class CgpuTransport(Downloads, ShellRuntimeTransport):
     """Runs batches on the Colab runtime that ``cgpu`` reaches; remote paths live under ``remote_root``."""
 
     name = "cgpu"
     python = "python3"
 
     def __init__(self, remote_root: str | None = None) -> None:
-        root = remote_root or os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
-        hidden = [part for part in root.split("/") if part.startswith(".") and part not in (".", "..")]
-        if hidden:
-            raise ParameterError(
-                f"the remote root {root!r} has a hidden folder ({hidden[0]!r}): the runtime's Jupyter server refuses "
-                "to create hidden paths; pick a --remote-root (CGPU_KIT_REMOTE_ROOT) of plain folder names",
-                name="remote_root",
-            )
-        super().__init__(self._absolute(root))
+        super().__init__(remote_root)
         self.executable = find_cgpu()
-        self.poll_interval = _env_float("CGPU_KIT_POLL_INTERVAL", 5.0)
-        self.chunk_seconds = _env_float("CGPU_KIT_CHUNK_SECONDS", 30.0)
         #: downloads travel in chunks of this many bytes, this many chunks per ``cgpu run``
-        self.get_chunk_bytes = int(_env_float("CGPU_KIT_GET_CHUNK_BYTES", 4 << 20))
+        self.get_chunk_bytes = int(env_float("CGPU_KIT_GET_CHUNK_BYTES", 4 << 20))
         self.get_chunks_per_call = 8
-        #: no single ``cgpu copy`` sends more than this (node holds about 10x a copied file in memory)
-        self.copy_piece_bytes = int(_env_float("CGPU_KIT_COPY_PIECE_BYTES", 48 << 20))
         #: once the end marker is in, cgpu gets this long to close before it is stopped
         self.close_grace = 10.0
-        self.calls = 0
-        self._bundle: "Bundle | None" = None
-
-    # -- paths ----------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _absolute(path: str) -> str:
-        """A normalised absolute path: cgpu's shell starts in ``/`` and copy resolves from ``/``, alike."""
-        norm = posixpath.normpath("/" + path.lstrip("/") if not path.startswith("/") else path)
-        return "/" + norm.lstrip("/")
-
-    @property
-    def home(self) -> str:
-        """Where the shipped cgpu_kit and the set-up marker live on the runtime."""
-        return posixpath.join(self.remote_root, HOME_NAME)
-
-    def runtime_env(self) -> dict[str, str]:
-        return {"PYTHONPATH": posixpath.join(self.home, "lib")}
 
     # -- one cgpu invocation ----------------------------------------------------------------------------------
 
@@ -294,16 +238,7 @@ class CgpuTransport(Downloads, Transport):
                 self._kill(proc)
                 raise CgpuAuthError(f"{advice} (cgpu said: {line.strip()!r})", output="\n".join(call.stdout + call.stderr))
 
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    _kill = staticmethod(kill_group)
 
     # -- the seam -----------------------------------------------------------------------------------------------
 
@@ -324,38 +259,6 @@ class CgpuTransport(Downloads, Transport):
             )
         return CommandResult(frame.exit_code, "\n".join(frame.lines))
 
-    def _remote_file(self, remote: str, *, timeout: float, mkdir: bool = False) -> tuple[int, str] | None:
-        """(size, sha256) of a runtime file, or None when it is absent; optionally ``mkdir -p`` its folder."""
-        q = sh(remote)
-        prefix = f"mkdir -p -- {sh(posixpath.dirname(remote))} || exit 1; " if mkdir else ""
-        result = self.run(
-            prefix + f"if [ -f {q} ]; then printf 'have %s %s\\n' \"$(stat -c %s -- {q})\" \"$(sha256sum < {q} | cut -c1-64)\"; "
-            "else echo missing; fi", timeout=timeout,
-        ).check(f"checking {remote}")
-        for line in result.output.splitlines():
-            words = line.split()
-            if words[:1] == ["missing"]:
-                return None
-            if len(words) == 3 and words[0] == "have" and words[1].isdigit():
-                return int(words[1]), words[2]
-        raise ConnectionLostError(f"the check of {remote} came back garbled", output=result.output)
-
-    def put(self, local: Path, remote: str, *, timeout: float) -> bool:
-        remote = self._absolute(remote)
-        deadline = time.monotonic() + timeout
-        try:
-            want = (local.stat().st_size, file_sha256(local))
-        except OSError as exc:
-            raise CallRefusedError(f"cannot upload {local}: {exc.strerror}; check that the file is still there") from None
-        if self._remote_file(remote, timeout=timeout, mkdir=True) == want:
-            log.debug("%s is already on the runtime intact", remote)
-            return False
-        if want[0] > self.copy_piece_bytes:
-            self._put_in_pieces(local, remote, want, deadline=deadline)
-            return True
-        self._copy(local, remote, want, deadline=deadline)
-        return True
-
     def _copy(self, local: Path, remote: str, want: tuple[int, str], *, deadline: float) -> None:
         """One ``cgpu copy``, verified on the runtime afterwards."""
         call = self._invoke(["copy", str(local.absolute()), remote], timeout=max(deadline - time.monotonic(), 1.0))
@@ -365,105 +268,7 @@ class CgpuTransport(Downloads, Transport):
                 if pattern.search(said):
                     raise CallRefusedError(f"cgpu copy of {local.name} to {remote} was refused: {said[:500]} ({advice})",
                                            output="\n".join(call.stdout + call.stderr))
-        have = self._remote_file(remote, timeout=max(deadline - time.monotonic(), 30.0))
-        if have != want:
-            raise ConnectionLostError(
-                f"uploading {local.name} to {remote} did not arrive intact (cgpu copy exit {call.exit_code}"
-                f"{': ' + call.stderr_tail() if call.stderr else ''}; the runtime has {have or 'nothing'})",
-            )
+        self._verify(local, remote, want, deadline=deadline,
+                     said=f"cgpu copy exit {call.exit_code}{': ' + call.stderr_tail() if call.stderr else ''}")
         if call.exit_code != 0:
             log.info("cgpu copy reported failure, but %s arrived intact", remote)
-
-    def _put_in_pieces(self, local: Path, remote: str, want: tuple[int, str], *, deadline: float) -> None:
-        """Send a file larger than ``copy_piece_bytes`` in pieces, joined on the runtime.
-
-        ``cgpu copy`` holds the file, its base64 and the JSON body in memory at once (about 10x the file in
-        node), so no single copy is larger than a piece; a piece already there intact is not sent again.
-        """
-        with tempfile.TemporaryDirectory(prefix="cgpu_kit_pieces_") as tmp:
-            pieces = []
-            with open(local, "rb") as f:
-                for index, data in enumerate(iter(lambda: f.read(self.copy_piece_bytes), b"")):
-                    piece = Path(tmp) / f"{local.name[:80]}.piece{index:04d}"
-                    piece.write_bytes(data)
-                    target = f"{remote}.piece{index:04d}"
-                    piece_want = (len(data), hashlib.sha256(data).hexdigest())
-                    if self._remote_file(target, timeout=max(deadline - time.monotonic(), 30.0)) != piece_want:
-                        self._copy(piece, target, piece_want, deadline=deadline)
-                    piece.unlink()
-                    pieces.append(target)
-        joined = f"{remote}.joining"
-        self.run(f"cat -- {sh(*pieces)} > {sh(joined)} && mv -f -- {sh(joined)} {sh(remote)} && rm -f -- {sh(*pieces)}",
-                 timeout=max(deadline - time.monotonic(), 60.0)).check(f"joining the pieces of {local.name}")
-        have = self._remote_file(remote, timeout=max(deadline - time.monotonic(), 30.0))
-        if have != want:
-            raise ConnectionLostError(f"uploading {local.name} to {remote} in pieces did not arrive intact "
-                                      f"(the runtime has {have or 'nothing'})")
-
-
-    # -- set-up -----------------------------------------------------------------------------------------------
-
-    def _spec(self, requirements: Requirements) -> tuple[Requirements, str]:
-        wanted = BASE_REQUIREMENTS | requirements
-        spec = {"pip": list(wanted.pip), "apt": list(wanted.apt), "modules": list(wanted.modules),
-                "programs": list(wanted.programs), "pip_options": list(wanted.pip_options),
-                "pip_no_deps": list(wanted.pip_no_deps)}
-        return wanted, base64.b64encode(json.dumps(spec).encode()).decode()
-
-    def _setup_call(self, mode: str, bundle_sha: str, encoded: str, *, timeout: float) -> dict:
-        zip_path = posixpath.join(self.home, "bundle.zip")
-        result = self.run(sh(self.python, zip_path, mode, self.home, bundle_sha, encoded), timeout=timeout)
-        for line in reversed(result.output.splitlines()):
-            if line.startswith("CGPUKIT_SETUP "):
-                return json.loads(line[len("CGPUKIT_SETUP "):])
-        raise ConnectionLostError(f"setting the runtime up: no answer from the set-up helper (exit {result.exit_code})",
-                                  output=result.output[-2000:])
-
-    def setup(self, requirements: Requirements, *, timeout: float) -> None:
-        """Ship this machine's cgpu_kit and install what the runtime lacks, detached, polling its progress."""
-        from ..bundle import build_bundle
-
-        deadline = time.monotonic() + timeout
-        bundle = self._bundle = build_bundle()
-        wanted, encoded = self._spec(requirements)
-        if self._marker_matches(wanted, bundle.sha256, timeout=min(timeout, 120)):
-            log.info("the runtime %s is already set up", self.remote_root)
-            return
-        self.put(bundle.path, posixpath.join(self.home, "bundle.zip"), timeout=max(60.0, 60 + bundle.size / 250e3))
-        answer = self._setup_call("setup", bundle.sha256, encoded, timeout=120)
-        while answer["state"] == "installing":
-            log.info("installing on the runtime: %s", answer.get("missing") or answer.get("log", "")[-200:])
-            if time.monotonic() > deadline:
-                raise CallTimeoutError(f"setting the runtime up did not finish within {timeout:.0f}s")
-            time.sleep(self.poll_interval)
-            answer = self._setup_call("state", bundle.sha256, encoded, timeout=120)
-        if answer["state"] == "failed":
-            raise MissingDependencyError(
-                f"setting the runtime up failed: {answer.get('error')}\n{answer.get('log', '')}".strip()
-            )
-        if answer["state"] == "dead":
-            raise ConnectionLostError("the set-up process died on the runtime; trying again", output=answer.get("log", ""))
-
-    def _marker_matches(self, wanted: Requirements, bundle_sha: str, *, timeout: float) -> bool:
-        marker = posixpath.join(self.home, "ready.json")
-        init = posixpath.join(self.home, "lib", "cgpu_kit", "__init__.py")
-        result = self.run(f"if [ -f {sh(init)} ] && [ -f {sh(marker)} ]; then cat {sh(marker)}; else echo '{{}}'; fi",
-                          timeout=timeout)
-        for line in reversed(result.output.splitlines()):
-            line = line.strip()
-            if line.startswith("{") and line.endswith("}"):
-                try:
-                    have = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                return have.get("bundle") == bundle_sha and all(
-                    set(getattr(wanted, k)) <= set(have.get(k, [])) for k in ("pip", "apt", "modules", "programs", "pip_no_deps")
-                )
-        raise ConnectionLostError("the set-up marker's check came back garbled", output=result.output)
-
-    def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
-        from ..bundle import build_bundle
-
-        wanted, _ = self._spec(requirements)
-        bundle = self._bundle or build_bundle()  # the code this session shipped, even if the sources moved on
-        return self._marker_matches(wanted, bundle.sha256, timeout=timeout)

@@ -1,9 +1,11 @@
 """What stands between the REAL cgpu client and Google, so that the tests can run cgpu as a user does.
 
-- :class:`TunServer`: a small fake of Colab's "tun" API (``/tun/m/assignments``, ``assign``, ``ccu-info``,
-  ``runtime-proxy-token``, ``keep-alive``), with the endpoints, query parameters and JSON shapes of cgpu's
-  ``src/colab/client.ts`` and ``api.ts``; every JSON answer carries Colab's ``)]}'`` prefix, and a request
-  without the access token the OAuth fake hands out is refused.
+- :class:`TunServer`: a small fake of Colab's "tun" API (``/tun/m/assignments``, ``assign``, ``unassign``,
+  ``ccu-info``, ``runtime-proxy-token``, ``keep-alive``), with the endpoints, query parameters and JSON shapes
+  of cgpu's ``src/colab/client.ts`` and ``api.ts`` and of Google's ``colab_cli/client.py``; every JSON answer
+  carries Colab's ``)]}'`` prefix, and a request without the access token the OAuth fakes hand out is refused.
+  It also answers Google's OAuth token endpoint (``POST /token``, for the ``colab`` client; refused while a
+  flag file exists) and PyPI's JSON for ``google-colab-cli`` (its daily update check).
 - ``fake_google_oauth.mjs``: preloaded into node (``NODE_OPTIONS=--import=...``), it replaces
   google-auth-library's ``OAuth2Client.refreshAccessToken``; refused while a flag file exists.
   ``slow_typing.mjs``, preloaded too, delays cgpu's typing into a new terminal by ``$CGPU_FAKE_TYPE_DELAY_MS``.
@@ -104,12 +106,17 @@ def real_cgpu_dir() -> tuple[Path | None, str]:
 class TunServer:
     """Colab's assignment API for ONE runtime, whose Jupyter server is at ``jupyter_url``."""
 
-    def __init__(self, jupyter_url: str, proxy_token: str) -> None:
-        self.jupyter_url = jupyter_url.rstrip("/") + "/"
+    def __init__(self, jupyter_url: str, proxy_token: str, tokens_file: Path | None = None,
+                 refuse_flag: Path | None = None) -> None:
+        self.jupyter_url = jupyter_url.rstrip("/")  # as Colab hands it out: no trailing slash
         self.proxy_token = proxy_token
+        self.tokens_file = tokens_file
+        self.refuse_flag = refuse_flag
         self.endpoint = "gpu-t4-s-" + secrets.token_hex(6)
         self.assigned = False
+        self.accelerator = "T4"
         self.requests: list[str] = []
+        self._write_tokens()
         self.lock = threading.Lock()
         tun = self
 
@@ -129,17 +136,34 @@ class TunServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
+    def _write_tokens(self) -> None:
+        if self.tokens_file is not None:
+            self.tokens_file.write_text(self.proxy_token + "\n")
+
+    def recycle(self) -> None:
+        """Colab takes the runtime back: the assignment is gone and its proxy token answers 404 from now on."""
+        with self.lock:
+            self.assigned = False
+            self.proxy_token = secrets.token_hex(16)
+            self.endpoint = "gpu-t4-s-" + secrets.token_hex(6)
+            self._write_tokens()
+
     def proxy_info(self) -> dict:
         return {"token": self.proxy_token, "tokenExpiresInSeconds": 3600, "url": self.jupyter_url}
 
     def assignment(self) -> dict:
-        return {"accelerator": "T4", "endpoint": self.endpoint, "variant": "GPU", "machineShape": 0}
+        return {"accelerator": self.accelerator, "endpoint": self.endpoint, "variant": 1, "machineShape": 0,
+                "runtimeProxyInfo": self.proxy_info()}
 
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         url = urlparse(h.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         with self.lock:
             self.requests.append(f"{method} {url.path}")
+        if method == "POST" and url.path == "/token":
+            return self.token_grant(h)
+        if method == "GET" and url.path == "/pypi/google-colab-cli/json":
+            return self.reply(h, 200, {"info": {"version": "0.7.5"}}, xssi=False)
         if h.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
             return self.reply(h, 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials."}})
         path = url.path
@@ -154,19 +178,37 @@ class TunServer:
                                            "token": "xsrf-" + secrets.token_hex(4), "variant": "GPU"})
             if method == "POST" and not h.headers.get("X-Goog-Colab-Token"):
                 return self.reply(h, 403, {"error": "missing xsrf token"})
+            if method == "POST" and not self.assigned:
+                self.accelerator = query.get("accelerator") or "NONE"
             self.assigned = True
             return self.reply(h, 200, {**self.assignment(), "runtimeProxyInfo": self.proxy_info(), "outcome": 4})
         if method == "GET" and path == "/tun/m/runtime-proxy-token":
             if query.get("endpoint") != self.endpoint or not self.assigned:
                 return self.reply(h, 404, {"error": "no such runtime"})
             return self.reply(h, 200, self.proxy_info())
+        if path == f"/tun/m/unassign/{self.endpoint}":
+            if method == "GET":
+                return self.reply(h, 200, {"token": "xsrf-" + secrets.token_hex(4)})
+            if not h.headers.get("X-Goog-Colab-Token"):
+                return self.reply(h, 403, {"error": "missing xsrf token"})
+            self.recycle()
+            return self.reply(h, 200, {})
         if method == "GET" and path == f"/tun/m/{self.endpoint}/keep-alive/":
             return self.reply(h, 200, None)
         return self.reply(h, 404, {"error": f"no fake for {method} {path}"})
 
+    def token_grant(self, h: BaseHTTPRequestHandler) -> None:
+        """Google's OAuth token endpoint: a refresh grant, refused (400 invalid_grant) while the flag exists."""
+        h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        if self.refuse_flag is not None and self.refuse_flag.exists():
+            return self.reply(h, 400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+                              xssi=False)
+        return self.reply(h, 200, {"access_token": ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer",
+                                   "scope": "openid"}, xssi=False)
+
     @staticmethod
-    def reply(h: BaseHTTPRequestHandler, status: int, body: object) -> None:
-        data = b"" if body is None else (XSSI + json.dumps(body)).encode()
+    def reply(h: BaseHTTPRequestHandler, status: int, body: object, *, xssi: bool = True) -> None:
+        data = b"" if body is None else ((XSSI if xssi else "") + json.dumps(body)).encode()
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(data)))
@@ -206,6 +248,9 @@ class ColabRuntime:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAKES), env.get("PYTHONPATH")]))
         env["JUPYTER_CONFIG_DIR"] = str(base / "jupyter_config")  # none of this machine's own settings
         env["JUPYTER_RUNTIME_DIR"] = str(base / "jupyter_runtime")
+        self.tokens_file = base / "proxy-tokens"
+        self.tokens_file.write_text(self.token + "\n")
+        env["CGPU_TEST_PROXY_TOKENS"] = str(self.tokens_file)
         # Colab's terminals run a plain bash whose python3 is a real interpreter; this machine's login files
         # (a version manager's shims: 0.2 s and more per python3) are not the runtime's
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
@@ -226,7 +271,8 @@ class ColabRuntime:
         self.tun: TunServer | None = None
         try:
             self._wait_up()
-            self.tun = TunServer(self.url, self.token)
+            self.refuse_flag = base / "refuse-oauth"
+            self.tun = TunServer(self.url, self.token, self.tokens_file, self.refuse_flag)
             self._write_cgpu_config()
         except BaseException:
             self.close()
@@ -263,7 +309,6 @@ class ColabRuntime:
             "colabApiDomain": self.tun.url, "colabGapiDomain": self.tun.url,
         }))
         self.login()
-        self.refuse_flag = self.base / "refuse-oauth"
         self.executable = self.base / "bin" / "cgpu"
         self.executable.parent.mkdir(exist_ok=True)
         node_options = " ".join(f"--import={(FAKES / name).as_uri()}" for name in ("fake_google_oauth.mjs", "slow_typing.mjs"))
