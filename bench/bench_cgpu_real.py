@@ -17,7 +17,6 @@ import argparse
 import logging
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys

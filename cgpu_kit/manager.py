@@ -1,9 +1,12 @@
 """WHEN and HOW OFTEN: the one job manager of the process.
 
-It runs submitted jobs first in, first out; sets each runtime session up once (requirements installed once
-and recorded, checked again before each batch); retries transport failures with tenacity (3 attempts,
-exponential backoff) and never retries a job's own failure; enforces each job's timeout; and keeps the
-executed notebook and the runtime log of every job, failed ones first of all.
+It runs submitted jobs first in, first out; picks up what earlier runs left unfinished in an output folder;
+sets each runtime session up once (requirements installed once and recorded, checked again before each
+batch); retries transport failures with tenacity (3 attempts, exponential backoff) and never retries a job's
+own failure; sets a lost runtime up again and resumes (``max_runtime_losses``); enforces each job's timeout;
+and keeps the executed notebook and the runtime log of every job, failed ones first of all. Every wait
+(polls, grace, relaunches) is paced by ``self.pacing`` on one injectable clock; the engine
+(:mod:`cgpu_kit.engine`) does the steps.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Any, Callable
 import tenacity
 
 from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLostError, TransportError
-from .jobs.base import CLOSED, CGPUJob, find_plan, open_jobs
+from .clock import SYSTEM_CLOCK, Clock, Pacing
+from .engine.plan import CLOSED, find_plan, open_jobs
+from .jobs.base import CGPUJob
 from .requirements import Requirements
 from .results import JobResult, JobStatus
 from .transports import get_transport
@@ -44,18 +49,19 @@ class RetryPolicy:
     """Tenacity settings for transport calls; ``sleep`` is injectable so tests assert waits without waiting."""
 
     def __init__(self, attempts: int = 3, multiplier: float = 1.0, max_wait: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] | None = None) -> None:
         self.attempts = attempts
         self.multiplier = multiplier
         self.max_wait = max_wait
         self.sleep = sleep
 
-    def retrying(self) -> tenacity.Retrying:
+    def retrying(self, clock: Clock = SYSTEM_CLOCK) -> tenacity.Retrying:
+        """The retry loop of one call; without a ``sleep`` of its own it sleeps on ``clock``."""
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),
             wait=tenacity.wait_exponential(multiplier=self.multiplier, max=self.max_wait),
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, TransportError) and e.retryable),
-            sleep=self.sleep, reraise=True,
+            sleep=self.sleep or clock.sleep, reraise=True,
             before_sleep=lambda rs: log.warning(
                 "transport call failed (%s); retry %d of %d", rs.outcome.exception(), rs.attempt_number, self.attempts - 1
             ),
@@ -68,6 +74,7 @@ class RetryingTransport(Transport):
     def __init__(self, inner: Transport, policy: RetryPolicy) -> None:
         self.inner = inner
         self.policy = policy
+        self.clock = inner.clock
         self.name = inner.name
         self.python = inner.python
         self.poll_interval = inner.poll_interval
@@ -80,7 +87,7 @@ class RetryingTransport(Transport):
         return self.inner.key
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        for attempt in self.policy.retrying():
+        for attempt in self.policy.retrying(self.clock):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     self.retries += 1
@@ -131,6 +138,9 @@ class CGPUJobManager:
         self.results: dict[str, JobResult] = {}
         self.sessions: dict[str, SessionState] = {}
         self.retry_policy = RetryPolicy()
+        #: how often and how long batches wait (poll interval, stop grace, relaunches) and on which clock:
+        #: replace ``pacing.clock`` to observe every wait without waiting
+        self.pacing = Pacing()
         self.setup_timeout = 1800.0
         self.max_runtime_losses = 3
         self._lock = threading.RLock()
@@ -194,6 +204,7 @@ class CGPUJobManager:
         with self._lock:
             state = self.sessions.get(transport.key)
             if state is None:
+                transport.clock = self.pacing.clock
                 state = SessionState(RetryingTransport(transport, self.retry_policy))
                 self.sessions[transport.key] = state
             else:
@@ -226,24 +237,7 @@ class CGPUJobManager:
             if job.pending:
                 state = self.session(job)
                 job.remote_root = state.transport.remote_root
-                deadline = time.monotonic() + job.timeout
-                losses = 0
-                while True:
-                    try:
-                        self.ensure_ready(state, job.get_requirements())
-                        job.upload(state.transport)
-                        job.run_remote(state.transport, deadline=deadline)
-                        job.download(state.transport)
-                        break
-                    except RuntimeLostError as exc:
-                        losses += 1
-                        if losses > self.max_runtime_losses or job.cancel_event.is_set():
-                            raise
-                        log.warning("job %s: %s; setting the runtime up again and resuming the unfinished items", job.job_id, exc)
-                        state.initialised_at = None
-                        job.reset_remote_progress()
-                        if not job.pending:
-                            break
+                self._run_on(job, state)
         except (CgpuKitError, OSError) as exc:
             error = describe_failure(exc)
             log.error("job %s failed: %s", job.job_id, error)
@@ -259,6 +253,35 @@ class CGPUJobManager:
             job.release_all()  # an unexpected error must not leave the output folder locked
             raise
         return self._settle(job, error, started, state)
+
+    def _run_on(self, job: CGPUJob, state: SessionState) -> None:
+        """Upload, run and download ``job`` on the session's runtime. A runtime lost midway (recycled, its
+        folder gone) is set up again and the unfinished items resumed, up to ``max_runtime_losses`` times:
+        a tenacity loop whose retried failure is :class:`RuntimeLostError`, never a cancelled job's."""
+        deadline = self.pacing.clock.now() + job.timeout
+
+        def attempt_once(retry_state: tenacity.RetryCallState) -> None:
+            if retry_state.attempt_number > 1:
+                state.initialised_at = None
+                job.reset_remote_progress()
+                if not job.pending:
+                    return
+            self.ensure_ready(state, job.get_requirements())
+            job.upload(state.transport)
+            job.run_remote(state.transport, deadline=deadline, pacing=self.pacing)
+            job.download(state.transport)
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, RuntimeLostError) and not job.cancel_event.is_set()),
+            stop=tenacity.stop_after_attempt(self.max_runtime_losses + 1), wait=tenacity.wait_none(),
+            sleep=self.pacing.clock.sleep, reraise=True,
+            before_sleep=lambda rs: log.warning(
+                "job %s: %s; setting the runtime up again and resuming the unfinished items", job.job_id,
+                rs.outcome.exception()),
+        )
+        for attempt in retrying:
+            with attempt:
+                attempt_once(attempt.retry_state)
 
     def prepare(self, job: CGPUJob) -> None:
         """Lock the output folder, pick up what earlier runs left unfinished there, then validate and plan.
@@ -318,7 +341,7 @@ class CGPUJobManager:
         state = self.session(job)
         error = None
         try:
-            job.run_remote(state.transport)
+            job.run_remote(state.transport, pacing=self.pacing)
             job.download(state.transport)
         except RuntimeLostError as exc:
             error = f"its runtime no longer holds it ({exc}); run the batch again to redo what is missing"
@@ -353,7 +376,7 @@ class CGPUJobManager:
 
     def _stop_after_interrupt(self, job: CGPUJob, transport: Transport) -> None:
         try:
-            job.stop(transport)
+            job.stop(transport, pacing=self.pacing)
         except (CgpuKitError, OSError, KeyboardInterrupt) as exc:
             log.warning("job %s: stopped without fetching everything: %s", job.job_id, exc)
 

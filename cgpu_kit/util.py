@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -122,3 +124,45 @@ def real_path(path: Path) -> Path:
         return path.resolve()
     except (OSError, RuntimeError):
         return Path(os.path.normpath(path))
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/cgpu_kit/...`` (``~/.cache`` without it): the one place the toolkit keeps per-user state."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache, "cgpu_kit", *parts)
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    """The last ``lines`` lines of a text file ('' when it cannot be read): what a log shows of a failure."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def kill_group(proc: subprocess.Popen, *, wait: bool = True) -> None:
+    """Kill a process started with ``start_new_session=True`` and all it started (its process group, even
+    when the leader has already exited); the process alone when the group cannot be signalled."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        if proc.poll() is None:
+            try:
+                proc.kill()
+            except OSError:
+                pass
+    if wait:
+        proc.wait()
+
+
+def last_json_line(text: str) -> dict[str, Any] | None:
+    """The last line of ``text`` that is a JSON object (a remote helper's answer after whatever a shell or a
+    terminal printed before it); ``None`` when there is none or it is garbled."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                return None
+    return None

@@ -2,8 +2,10 @@
 
 Both are thin: inputs are expanded here (a file, a folder, a glob), everything else is the library. The
 panel's parameter controls are built from the chosen job type's :class:`~cgpu_kit.params.ParamSet`, so its
-names, defaults and bounds are the CLI's; its Run button builds the job with ``job_class(type)(...)`` and
-hands it to the :class:`~cgpu_kit.CGPUJobManager` in a background thread (the notebook stays usable), and
+names, defaults and bounds are the CLI's; its job choice lists the registry's job types (plugins too). Its
+Run button builds the job with ``job_class(type)(...)`` and hands it to the :class:`~cgpu_kit.CGPUJobManager`
+in a background thread (the notebook stays usable) exactly as the CLI does (``prepare``, which picks up what
+earlier runs left unfinished in the output folder, then ``run``), and
 ``job.on_item`` moves the progress bar and fills the results table as each item finishes.
 
 ipywidgets is imported only when a panel is built (``pip install 'cgpu-kit[widgets]'``); ``import cgpu_kit``
@@ -163,9 +165,6 @@ class ReportView(ResultView):
         if not path:
             return "<p>no report was made for this job (see the log)</p>"
         return f"<div>report: {_link(path)}</div>{previews_html(path)}"
-
-    def __repr__(self) -> str:
-        return f"report: {self.result.report_path or '(none)'}"
 
     def __repr__(self) -> str:
         lines = [self.result.summary()]
@@ -426,14 +425,13 @@ class ControlPanel:
     def _work(self, job: CGPUJob) -> None:
         result: JobResult | None = None
         try:
-            try:
-                job.prepare_local()  # validated here so that skipped and invalid items show before the run
-            except BaseException:
-                job.cleanup(None)
-                raise
+            manager = CGPUJobManager()
+            # as the CLI does: what earlier runs left unfinished in the folder is picked up first, then the
+            # inputs are validated, so that skipped and invalid items show before the run
+            manager.prepare(job)
             self._show_items(job)
             self._show_info(f"{job.job_type}: running {len(job.pending)} item(s) on {self.backend.value}")
-            result = CGPUJobManager().run(job)
+            result = manager.run(job)
         except Exception as exc:  # shown in the panel: a thread's traceback would land in no cell
             log.exception("the panel's job failed")
             self._show_error(f"{type(exc).__name__}: {exc}" if not isinstance(exc, CgpuKitError) else str(exc))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from ..util import kill_group
 
 
 class ItemError(Exception):
@@ -120,9 +121,4 @@ class ItemContext:
         return b"".join(out_chunks).decode(errors="replace")
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.wait()
+_kill = kill_group

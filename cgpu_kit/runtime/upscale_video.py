@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import queue
-import signal
 import subprocess
 import threading
 import time
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..media import find_ffprobe
+from ..util import kill_group
 from .context import ItemContext, ItemError
 from .stabilize import audio_args
 
@@ -126,12 +125,7 @@ class _Pipe:
                 self.tail.append(line)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                self.proc.kill()
-        self.proc.wait()
+        kill_group(self.proc)
         self._drain.join(timeout=5)
 
     def wait(self, check: Callable[[], None]) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import RemoteCommandError
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class Transport(abc.ABC):
     python: str = "python3"
     #: seconds between two polls of a running batch
     poll_interval: float = 2.0
+    #: what its own waits (a set-up in progress) sleep on; the manager gives it its pacing clock
+    clock: Clock = SYSTEM_CLOCK
     #: the runtime zips finished items for download at most this often (seconds)
     chunk_seconds: float = 30.0
 

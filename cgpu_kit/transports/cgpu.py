@@ -39,13 +39,14 @@ import re
 import secrets
 import selectors
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import tenacity
 
 from ..exceptions import (
     CallRefusedError, CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, ParameterError,
@@ -54,7 +55,7 @@ from ..requirements import Requirements
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
-from ..util import file_sha256
+from ..util import file_sha256, kill_group, last_json_line
 from . import _cgpu_terminals as terminals
 from ._cgpu_download import Downloads
 from .base import CommandResult, Transport, sh
@@ -62,6 +63,11 @@ from .base import CommandResult, Transport, sh
 log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_ROOT = "/content"
+
+
+def default_remote_root() -> str:
+    """The folder of job folders on a Colab runtime: ``$CGPU_KIT_REMOTE_ROOT``, or ``/content``."""
+    return os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
 #: the folder under the remote root holding the shipped cgpu_kit and its set-up marker (not hidden: the
 #: runtime's Jupyter server refuses to create hidden paths)
 HOME_NAME = "cgpu_kit_runtime"
@@ -178,7 +184,7 @@ class CgpuTransport(Downloads, Transport):
     python = "python3"
 
     def __init__(self, remote_root: str | None = None) -> None:
-        root = remote_root or os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
+        root = remote_root or default_remote_root()
         hidden = [part for part in root.split("/") if part.startswith(".") and part not in (".", "..")]
         if hidden:
             raise ParameterError(
@@ -296,11 +302,7 @@ class CgpuTransport(Downloads, Transport):
 
     @staticmethod
     def _kill(proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
+        kill_group(proc)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
@@ -423,7 +425,7 @@ class CgpuTransport(Downloads, Transport):
         """Ship this machine's cgpu_kit and install what the runtime lacks, detached, polling its progress."""
         from ..bundle import build_bundle
 
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.now() + timeout
         bundle = self._bundle = build_bundle()
         wanted, encoded = self._spec(requirements)
         if self._marker_matches(wanted, bundle.sha256, timeout=min(timeout, 120)):
@@ -431,12 +433,8 @@ class CgpuTransport(Downloads, Transport):
             return
         self.put(bundle.path, posixpath.join(self.home, "bundle.zip"), timeout=max(60.0, 60 + bundle.size / 250e3))
         answer = self._setup_call("setup", bundle.sha256, encoded, timeout=120)
-        while answer["state"] == "installing":
-            log.info("installing on the runtime: %s", answer.get("missing") or answer.get("log", "")[-200:])
-            if time.monotonic() > deadline:
-                raise CallTimeoutError(f"setting the runtime up did not finish within {timeout:.0f}s")
-            time.sleep(self.poll_interval)
-            answer = self._setup_call("state", bundle.sha256, encoded, timeout=120)
+        if answer["state"] == "installing":
+            answer = self._wait_for_setup(answer, bundle.sha256, encoded, deadline, timeout)
         if answer["state"] == "failed":
             raise MissingDependencyError(
                 f"setting the runtime up failed: {answer.get('error')}\n{answer.get('log', '')}".strip()
@@ -444,21 +442,35 @@ class CgpuTransport(Downloads, Transport):
         if answer["state"] == "dead":
             raise ConnectionLostError("the set-up process died on the runtime; trying again", output=answer.get("log", ""))
 
+    def _wait_for_setup(self, answer: dict, bundle_sha: str, encoded: str, deadline: float, timeout: float) -> dict:
+        """Poll the detached install every poll interval while it is installing: a tenacity loop whose
+        "failure" is "still installing", slept on the transport's clock (tests swap it)."""
+        def still_installing(state: dict) -> bool:
+            if state["state"] != "installing":
+                return False
+            log.info("installing on the runtime: %s", state.get("missing") or state.get("log", "")[-200:])
+            if self.clock.now() > deadline:
+                raise CallTimeoutError(f"setting the runtime up did not finish within {timeout:.0f}s")
+            return True
+
+        if not still_installing(answer):
+            return answer
+        self.clock.sleep(self.poll_interval)
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_result(still_installing), wait=tenacity.wait_fixed(self.poll_interval),
+            stop=tenacity.stop_never, sleep=self.clock.sleep, reraise=True,
+        )(self._setup_call, "state", bundle_sha, encoded, timeout=120)
+
     def _marker_matches(self, wanted: Requirements, bundle_sha: str, *, timeout: float) -> bool:
         marker = posixpath.join(self.home, "ready.json")
         init = posixpath.join(self.home, "lib", "cgpu_kit", "__init__.py")
         result = self.run(f"if [ -f {sh(init)} ] && [ -f {sh(marker)} ]; then cat {sh(marker)}; else echo '{{}}'; fi",
                           timeout=timeout)
-        for line in reversed(result.output.splitlines()):
-            line = line.strip()
-            if line.startswith("{") and line.endswith("}"):
-                try:
-                    have = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                return have.get("bundle") == bundle_sha and all(
-                    set(getattr(wanted, k)) <= set(have.get(k, [])) for k in ("pip", "apt", "modules", "programs", "pip_no_deps")
-                )
+        have = last_json_line(result.output)
+        if have is not None:
+            return have.get("bundle") == bundle_sha and all(
+                set(getattr(wanted, k)) <= set(have.get(k, [])) for k in ("pip", "apt", "modules", "programs", "pip_no_deps")
+            )
         raise ConnectionLostError("the set-up marker's check came back garbled", output=result.output)
 
     def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
