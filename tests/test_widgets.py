@@ -191,6 +191,7 @@ def test_when_an_earlier_run_left_its_batch_unfinished_then_the_panel_picks_it_u
     CGPUJobManager.reset()
 
     panel = ControlPanel(job="sleepy")
+    panel.param_widgets["seconds"].value = 0.1  # the same parameters: the same items
     panel.inputs.value = str(tmp_path / "in")
     panel.out.value = str(tmp_path / "out")
     with caplog.at_level("WARNING", logger="cgpu_kit.manager"):
@@ -200,5 +201,6 @@ def test_when_an_earlier_run_left_its_batch_unfinished_then_the_panel_picks_it_u
     assert f"picking up job {earlier.job_id}" in caplog.text
     assert result is not None and result.success, panel.message.value
     # the earlier batch finished both on the runtime and was fetched: nothing is run again
-    assert all(i.status is ItemStatus.SKIPPED and "already done" in i.metadata["skipped"] for i in result.items)
+    assert all(i.status is ItemStatus.SKIPPED and "already done" in i.metadata.get("skipped", "")
+               for i in result.items), [(i.status, i.error) for i in result.items]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.bin")) == ["clip 0.bin", "clip 1.bin"]
