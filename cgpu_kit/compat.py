@@ -25,8 +25,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .exceptions import CgpuKitError, JobError
 from .util import kill_group

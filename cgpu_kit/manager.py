@@ -19,18 +19,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tenacity
 
-from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLostError, TransportError
-from .clock import SYSTEM_CLOCK, Clock, Pacing
+from .clock import Pacing
 from .engine.plan import CLOSED, find_plan, open_jobs
+from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLostError
 from .jobs.base import CGPUJob
 from .requirements import Requirements
 from .results import JobResult, JobStatus
+from .retrying import RetryingTransport, RetryPolicy  # noqa: F401 - known by these names here too
 from .transports import get_transport
-from .transports.base import CommandResult, Transport
+from .transports.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -45,86 +46,13 @@ class SessionState:
     setups: int = 0
 
 
-class RetryPolicy:
-    """Tenacity settings for transport calls; ``sleep`` is injectable so tests assert waits without waiting."""
-
-    def __init__(self, attempts: int = 3, multiplier: float = 1.0, max_wait: float = 30.0,
-                 sleep: Callable[[float], None] | None = None) -> None:
-        self.attempts = attempts
-        self.multiplier = multiplier
-        self.max_wait = max_wait
-        self.sleep = sleep
-
-    def retrying(self, clock: Clock = SYSTEM_CLOCK) -> tenacity.Retrying:
-        """The retry loop of one call; without a ``sleep`` of its own it sleeps on ``clock``."""
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential(multiplier=self.multiplier, max=self.max_wait),
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, TransportError) and e.retryable),
-            sleep=self.sleep or clock.sleep, reraise=True,
-            before_sleep=lambda rs: log.warning(
-                "transport call failed (%s); retry %d of %d", rs.outcome.exception(), rs.attempt_number, self.attempts - 1
-            ),
-        )
-
-
-class RetryingTransport(Transport):
-    """Wraps a transport so each call is retried on transport failures, and counts the calls."""
-
-    def __init__(self, inner: Transport, policy: RetryPolicy) -> None:
-        self.inner = inner
-        self.policy = policy
-        self.clock = inner.clock
-        self.name = inner.name
-        self.python = inner.python
-        self.poll_interval = inner.poll_interval
-        self.chunk_seconds = inner.chunk_seconds
-        self.remote_root = inner.remote_root
-        self.retries = 0
-
-    @property
-    def key(self) -> str:
-        return self.inner.key
-
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        for attempt in self.policy.retrying(self.clock):
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    self.retries += 1
-                return fn(*args, **kwargs)
-
-    def run(self, command: str, *, timeout: float) -> CommandResult:
-        return self._call(self.inner.run, command, timeout=timeout)
-
-    def put(self, local: Path, remote: str, *, timeout: float) -> bool:
-        return self._call(self.inner.put, local, remote, timeout=timeout)
-
-    def get(self, remote: str, local: Path, *, timeout: float) -> None:
-        return self._call(self.inner.get, remote, local, timeout=timeout)
-
-    def setup(self, requirements: Requirements, *, timeout: float) -> None:
-        return self._call(self.inner.setup, requirements, timeout=timeout)
-
-    def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
-        return self._call(self.inner.is_set_up, requirements, timeout=timeout)
-
-    def runtime_env(self) -> dict[str, str]:
-        return self.inner.runtime_env()
-
-    def read_status(self, work_dir: str, since: int) -> dict | None:
-        return self.inner.read_status(work_dir, since)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 class CGPUJobManager:
     """The process's job manager (a singleton): ``submit`` jobs, then ``process_queue``."""
 
-    _instance: "CGPUJobManager | None" = None
+    _instance: CGPUJobManager | None = None
     _instance_lock = threading.Lock()
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "CGPUJobManager":
+    def __new__(cls, *args: Any, **kwargs: Any) -> CGPUJobManager:
         with cls._instance_lock:
             if cls._instance is None:
                 inst = super().__new__(cls)

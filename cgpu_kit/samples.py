@@ -59,8 +59,8 @@ def sample_inputs(job_type: str) -> list[Path]:
     import os
 
     from .registry import job_class
-    from .util import cache_dir
     from .runtime.processor import load_processor
+    from .util import cache_dir
 
     folder = Path(os.environ.get("CGPU_KIT_SAMPLES") or cache_dir("samples")) / job_type
     if job_type == "stabilize":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,8 +10,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .exceptions import ParameterError
 
@@ -25,29 +27,30 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_copy(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` through a temporary file in the same folder, renamed only when complete."""
+@contextlib.contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """A temporary path beside ``dest`` to write to; renamed onto ``dest`` only when the block ends without
+    an error (removed otherwise), so a reader never meets a half-written file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, CHUNK)
+        yield Path(tmp)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_copy(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` through a temporary file in the same folder, renamed only when complete."""
+    with atomic_path(dest) as tmp, open(tmp, "wb") as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, CHUNK)
 
 
 def atomic_write_text(dest: Path, text: str) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(dest: Path, data: Any) -> None:

@@ -50,7 +50,8 @@ def test_when_transport_calls_fail_twice_then_they_are_retried_with_exponential_
     manager.pacing.clock = clock = FakeClock()
     transport = failing_runs(2, ConnectionLostError("injected failure"))
 
-    result = manager.run(StabilizeJob([shaky_clip(width=160, height=120, frames=20, jitter=8)], tmp_path / "o", backend=transport, preset="ultrafast"))
+    result = manager.run(StabilizeJob([shaky_clip(width=160, height=120, frames=20, jitter=8)], tmp_path / "o", backend=transport,
+        preset="ultrafast"))
 
     assert result.status is JobStatus.COMPLETED, result.summary()
     assert retry_waits(clock) == [1.0, 2.0]

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import copy_as
 
 import cgpu_kit
 from cgpu_kit import CGPUJobManager, ItemStatus, JobStatus
@@ -24,7 +25,6 @@ from cgpu_kit.ledger import OutputLock
 from cgpu_kit.remote import RemoteBatch
 from cgpu_kit.testing import FakeClock, MockTransport, fail_nth, processes_in
 from cgpu_kit.transports.local import LocalTransport
-from conftest import copy_as
 
 FAULTS = Counter()  # figures printed at the end of the suite (conftest's terminal summary)
 

@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import copy_as
 
 from cgpu_kit import ItemStatus, JobStatus
-from conftest import copy_as
 
 pytest.importorskip("ipywidgets")
 

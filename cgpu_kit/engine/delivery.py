@@ -41,7 +41,8 @@ def take_chunk(job: CGPUJob, transport: Transport, name: str, meta: dict[str, An
     started = time.monotonic()
     local = job.state_dir / "chunks" / name
     if not (local.exists() and file_sha256(local) == meta.get("sha256")):
-        job.remote(transport).fetch(f"{layout.READY}/{name}", local, sha256=meta.get("sha256"), timeout=job.transfer_timeout(meta.get("size", 0)))
+        job.remote(transport).fetch(f"{layout.READY}/{name}", local, sha256=meta.get("sha256"),
+            timeout=job.transfer_timeout(meta.get("size", 0)))
     dest = job.state_dir / "chunks" / (name + ".d")
     if dest.exists():
         shutil.rmtree(dest)

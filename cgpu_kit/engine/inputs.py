@@ -9,8 +9,9 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..batch import BatchItem, member_name
 from ..exceptions import InputError

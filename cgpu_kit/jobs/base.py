@@ -16,8 +16,9 @@ import abc
 import os
 import threading
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar
 
 from .. import __version__
 from ..batch import BatchItem
@@ -226,7 +227,7 @@ class CGPUJob(abc.ABC):
         plan.write_plan(self, transport)
 
     @classmethod
-    def from_plan(cls, plan: dict[str, Any], *, backend: str | Transport | None = None) -> "CGPUJob":
+    def from_plan(cls, plan: dict[str, Any], *, backend: str | Transport | None = None) -> CGPUJob:
         """Rebuild a job from its ``plan.json``: same id, same items, same remote folder."""
         job = cls([], plan["out_dir"], params=plan["params"], backend=backend or plan["backend"],
                   remote_root=plan["remote_root"], job_id=plan["job_id"])
@@ -271,7 +272,7 @@ class CGPUJob(abc.ABC):
         """Ask the job to stop: the runtime stops after the running items, finished ones are kept."""
         self.cancel_event.set()
 
-    def hold_output(self, other: "CGPUJob | None" = None) -> None:
+    def hold_output(self, other: CGPUJob | None = None) -> None:
         """Take the output folder's lock, or share ``other``'s (a job picking up leftovers in its folder)."""
         if other is not None:
             self._lock = other._lock

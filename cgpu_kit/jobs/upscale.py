@@ -11,8 +11,8 @@ from ..media import MediaInfo
 from ..params import ParamSet
 from ..requirements import Requirements
 from ..results import JobResult
-from ..runtime.upscale_engine import DEFAULT_MODEL, cpu_seconds, make_plan
 from ..runtime.upscale import TILES, UPSCALE_PARAMS  # noqa: F401 - known by these names here too
+from ..runtime.upscale_engine import DEFAULT_MODEL, cpu_seconds, make_plan
 from .base import CGPUJob
 
 log = logging.getLogger(__name__)

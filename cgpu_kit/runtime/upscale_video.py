@@ -13,15 +13,17 @@ import queue
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from ..media import find_ffprobe
 from ..util import kill_group
 from .context import ItemContext, ItemError
 from .stabilize import audio_args
+
 
 @dataclass(frozen=True)
 class VideoStream:
@@ -38,7 +40,8 @@ def video_stream(ctx: ItemContext, src: Path, fallback: dict[str, Any]) -> Video
     ffprobe = find_ffprobe()
     if ffprobe is None:
         fps = fallback.get("fps") or 25.0
-        return VideoStream(int(fallback["width"]), int(fallback["height"]), str(Fraction(fps).limit_denominator(1001)), fallback.get("frames"))
+        return VideoStream(int(fallback["width"]), int(fallback["height"]), str(Fraction(fps).limit_denominator(1001)),
+            fallback.get("frames"))
     out = ctx.run([
         ffprobe, "-v", "error", "-select_streams", "v:0", "-print_format", "json", "-show_streams", "--", "file:" + str(src),
     ], step="probe")
@@ -216,7 +219,8 @@ def stream_frames(
         )
         threads = [
             threading.Thread(target=_read_frames, args=(decoder.proc.stdout, frame_bytes, decoded, stop), name="upscale-read", daemon=True),
-            threading.Thread(target=_write_frames, args=(encoder.proc.stdin, to_encode, write_errors, stop), name="upscale-write", daemon=True),
+            threading.Thread(target=_write_frames, args=(encoder.proc.stdin, to_encode, write_errors, stop), name="upscale-write",
+                daemon=True),
         ]
         for t in threads:
             t.start()

@@ -19,8 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from ..util import write_json
-from ..util import cache_dir
+from ..util import cache_dir, write_json
 
 #: seconds of slack on both sides of a window (process start ages are whole seconds)
 SLACK = 2

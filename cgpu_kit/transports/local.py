@@ -44,7 +44,8 @@ class LocalTransport(Transport):
         except subprocess.TimeoutExpired:
             kill_group(proc, wait=False)
             out, _ = proc.communicate()
-            raise CallTimeoutError(f"local command did not finish within {timeout:.0f}s", output=out.decode(errors="replace"))
+            raise CallTimeoutError(f"local command did not finish within {timeout:.0f}s",
+                                   output=out.decode(errors="replace")) from None
         return CommandResult(proc.returncode, out.decode(errors="replace"))
 
     def put(self, local: Path, remote: str, *, timeout: float) -> bool:
@@ -79,5 +80,6 @@ class LocalTransport(Transport):
         absent = [p for p in requirements.programs if shutil.which(p) is None]
         if absent:
             raise MissingDependencyError(
-                f"the local runtime lacks the program(s) {', '.join(absent)} on PATH: install them (Debian: apt-get install {' '.join(absent)})"
+                f"the local runtime lacks the program(s) {', '.join(absent)} on PATH: install them (Debian: apt-get install "
+                    f"{' '.join(absent)})"
             )
