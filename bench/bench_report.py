@@ -22,11 +22,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from _results import write_section  # noqa: E402
+from media_checks import mean_shift  # noqa: E402
+
 from cgpu_kit.motion import measure  # noqa: E402
 from cgpu_kit.report import write_report  # noqa: E402
 from cgpu_kit.results import ItemResult, ItemStatus, JobResult, JobStatus  # noqa: E402
 from cgpu_kit.samples import make_shaky_clip  # noqa: E402
-from media_checks import mean_shift  # noqa: E402
 
 
 def timed(fn):
@@ -56,7 +57,7 @@ def main() -> None:
             item = ItemResult(str(shaky), ItemStatus.DONE, [str(calm)])
             result = JobResult(True, str(work), {"job_type": "stabilize", "params": {}}, status=JobStatus.COMPLETED,
                                job_id="bench", items=[item])
-            t, path = timed(lambda: write_report(result, work))
+            t, path = timed(lambda result=result: write_report(result, work))
             page.append(t)
         f, s, p = (statistics.median(x) for x in (full, sampled, page))
         load = os.getloadavg()[0]

@@ -1,6 +1,7 @@
 """``cgpu-kit``: a thin command line over the library.
 
-Each job type is a subcommand whose options come from that job type's parameter list, so the CLI, the
+Each job type of the registry (cgpu_kit/registry.py, plugins included) is a subcommand whose options come
+from that job type's parameter list, so the CLI, the
 library and the widgets always agree on names, defaults and bounds. Exit status: 0 when every item
 succeeded (or was already done), 1 when some failed, 2 for a usage error, 130 when interrupted.
 """
@@ -12,26 +13,20 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
 from .exceptions import CgpuKitError, ParameterError
-from .jobs import JOB_TYPES, job_class
 from .manager import CGPUJobManager, describe_failure
 from .params import Param, check_number
+from .registry import available, job_class
 from .results import ItemResult, ItemStatus, JobResult, JobStatus
 from .samples import sample_inputs
 from .transports import get_transport
 
 log = logging.getLogger("cgpu_kit.cli")
-
-JOB_HELP = {
-    "stabilize": "stabilize video clips with two-pass vidstab (vidstabdetect, then vidstabtransform)",
-    "transcribe": "transcribe audio or video files with Whisper into subtitles (.srt, .vtt, .json, .txt)",
-    "upscale": "upscale images and videos with Real-ESRGAN (x2, x3, x4)",
-}
-
 
 def _add_param(parser: argparse.ArgumentParser, p: Param) -> None:
     flag = "--" + p.name.replace("_", "-")
@@ -54,24 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cgpu-kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for job_type in JOB_TYPES:
-        try:
-            cls = job_class(job_type)
-        except ImportError:
-            continue
-        p = sub.add_parser(job_type, help=JOB_HELP.get(job_type, job_type), description=(cls.__doc__ or "").strip())
+    for job_type, cls in available().items():
+        p = sub.add_parser(job_type, help=cls.describe(), description=(cls.__doc__ or "").strip())
         p.add_argument("inputs", nargs="*", metavar="FILE", help="input files (names are never interpreted by a shell)")
         p.add_argument("-o", "--out", required=True, help="output folder; outputs take the inputs' names")
         p.add_argument("--backend", default="local", help="where to run: local (this machine, the default), cgpu (a Colab "
                        "runtime through cgpu) or colab (one through Google's colab client; colab:NAME for its session NAME)")
-        p.add_argument("--remote-root", default=None, help="folder of the runtime for job folders (cgpu, colab: /content, or $CGPU_KIT_REMOTE_ROOT)")
+        p.add_argument("--remote-root", default=None,
+                       help="folder of the runtime for job folders (cgpu, colab: /content, or $CGPU_KIT_REMOTE_ROOT)")
         p.add_argument("--session", default=None, help="colab: the session to run on, opened when it is not there "
                        "(default: a new one, cgpu-kit-XXXXXX)")
         p.add_argument("--colab-gpu", dest="colab_gpu", default=None, metavar="GPU", help="colab: the accelerator of a "
                        "session it opens: T4 (the default), L4, G4, A100, H100, or CPU for none (not upscale's --gpu)")
         p.add_argument("--keep-session", action="store_true", default=None,
                        help="colab: keep the session (and its runtime) when done; by default it is stopped")
-        p.add_argument("--timeout", type=float, default=None, help="seconds the whole job may take (default: sized to the job type and batch)")
+        p.add_argument("--timeout", type=float, default=None,
+                       help="seconds the whole job may take (default: sized to the job type and batch)")
         p.add_argument("--item-timeout", type=float, default=None, help="seconds each item may take")
         p.add_argument("--workers", type=int, default=0, help="items processed side by side on the runtime (0: as many as useful)")
         p.add_argument("--part-mb", type=float, default=None, help="upload the batch in parts of at most this many MB")

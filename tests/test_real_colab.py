@@ -40,7 +40,7 @@ from cgpu_kit.exceptions import (  # noqa: E402
 from cgpu_kit.jobs.stabilize import StabilizeJob  # noqa: E402
 from cgpu_kit.manager import RetryPolicy  # noqa: E402
 from cgpu_kit.media import probe  # noqa: E402
-from cgpu_kit.results import ItemStatus, JobStatus  # noqa: E402
+from cgpu_kit.results import JobStatus  # noqa: E402
 from cgpu_kit.transports import get_transport  # noqa: E402
 from cgpu_kit.transports.colab import ColabTransport  # noqa: E402
 

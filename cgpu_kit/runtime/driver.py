@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         papermill.execute_notebook(
             str(work_dir / layout.TEMPLATE), str(work_dir / layout.EXECUTED),
             parameters={
-                "work_dir": str(work_dir), "params": job["params"],
+                "work_dir": str(work_dir), "params": job["params"], "processor": job.get("processor", ""),
                 "item_timeout": float(job["item_timeout"]), "workers": int(job.get("workers", 0)),
             },
             cwd=str(work_dir), kernel_name=job.get("kernel_name") or "python3", progress_bar=False,

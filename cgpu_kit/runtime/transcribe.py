@@ -26,6 +26,7 @@ from ..media import find_ffmpeg
 from ..subtitles import Segment, Transcript, Word, write
 from .context import ItemContext, ItemError
 from .processor import Processor
+from .transcribe_params import TRANSCRIBE_PARAMS
 
 log = logging.getLogger("cgpu_kit.runtime")
 
@@ -93,8 +94,8 @@ def resolve_model(model: str) -> ResolvedModel:
         raise MissingDependencyError(
             f"model folder {model} does not exist on the runtime; give a folder that exists there, or a model name"
         )
-    from faster_whisper.utils import download_model
     import huggingface_hub.constants as hf
+    from faster_whisper.utils import download_model
 
     looked = []
     try:
@@ -263,6 +264,7 @@ def load_advice(device: str, compute_type: str, exc: Exception) -> str:
 class TranscribeProcessor(Processor):
     """One engine (one loaded model) for the whole batch; items one at a time, as the model uses the device."""
 
+    params_spec = TRANSCRIBE_PARAMS
     max_workers = 1
 
     def __init__(self, params: dict[str, Any]) -> None:

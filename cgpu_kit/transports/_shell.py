@@ -17,16 +17,18 @@ import json
 import logging
 import os
 import posixpath
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import tenacity
+
 from ..exceptions import CallRefusedError, CallTimeoutError, ConnectionLostError, MissingDependencyError, ParameterError
 from ..requirements import Requirements
 from ..util import file_sha256
+from ..util import kill_group as util_kill_group
 from .base import Transport, sh
 
 if TYPE_CHECKING:
@@ -57,14 +59,15 @@ def have_line(q: str) -> str:
 
 def kill_group(proc: subprocess.Popen) -> None:
     """Stop a client started with ``start_new_session=True`` and everything it started; close its pipes."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+    util_kill_group(proc)
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+def default_remote_root() -> str:
+    """The folder of job folders on a Colab runtime: ``$CGPU_KIT_REMOTE_ROOT``, or ``/content``."""
+    return os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
 
 
 def absolute(path: str) -> str:
@@ -79,7 +82,7 @@ class ShellRuntimeTransport(Transport):
     python = "python3"
 
     def __init__(self, remote_root: str | None = None) -> None:
-        root = remote_root or os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
+        root = remote_root or default_remote_root()
         hidden = [part for part in root.split("/") if part.startswith(".") and part not in (".", "..")]
         if hidden:
             raise ParameterError(
@@ -201,20 +204,15 @@ class ShellRuntimeTransport(Transport):
         """Ship this machine's cgpu_kit and install what the runtime lacks, detached, polling its progress."""
         from ..bundle import build_bundle
 
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.now() + timeout
         bundle = self._bundle = build_bundle()
         wanted, encoded = self._spec(requirements)
         if self._marker_matches(wanted, bundle.sha256, timeout=min(timeout, 120)):
             log.info("the runtime %s is already set up", self.remote_root)
             return
         self.put(bundle.path, posixpath.join(self.home, "bundle.zip"), timeout=max(60.0, 60 + bundle.size / 250e3))
-        answer = self._setup_call("setup", bundle.sha256, encoded, timeout=120)
-        while answer["state"] == "installing":
-            log.info("installing on the runtime: %s", answer.get("missing") or answer.get("log", "")[-200:])
-            if time.monotonic() > deadline:
-                raise CallTimeoutError(f"setting the runtime up did not finish within {timeout:.0f}s")
-            time.sleep(self.poll_interval)
-            answer = self._setup_call("state", bundle.sha256, encoded, timeout=120)
+        answer = self._wait_installing(self._setup_call("setup", bundle.sha256, encoded, timeout=120),
+                                       bundle.sha256, encoded, deadline=deadline, timeout=timeout)
         if answer["state"] == "failed":
             raise MissingDependencyError(
                 f"setting the runtime up failed: {answer.get('error')}\n{answer.get('log', '')}".strip()
@@ -222,6 +220,25 @@ class ShellRuntimeTransport(Transport):
         if answer["state"] == "dead":
             raise ConnectionLostError("the set-up process died on the runtime; trying again",
                                       output=answer.get("log", ""))
+
+    def _wait_installing(self, answer: dict, bundle_sha: str, encoded: str, *, deadline: float, timeout: float) -> dict:
+        """Poll the detached install every poll interval while it is installing: a tenacity loop whose
+        "failure" is "still installing", slept on the transport's clock (the manager gives it its own)."""
+        def still_installing(state: dict) -> bool:
+            if state["state"] != "installing":
+                return False
+            log.info("installing on the runtime: %s", state.get("missing") or state.get("log", "")[-200:])
+            if self.clock.now() > deadline:
+                raise CallTimeoutError(f"setting the runtime up did not finish within {timeout:.0f}s")
+            return True
+
+        if not still_installing(answer):
+            return answer
+        self.clock.sleep(self.poll_interval)
+        return tenacity.Retrying(
+            retry=tenacity.retry_if_result(still_installing), wait=tenacity.wait_fixed(self.poll_interval),
+            stop=tenacity.stop_never, sleep=self.clock.sleep, reraise=True,
+        )(self._setup_call, "state", bundle_sha, encoded, timeout=120)
 
     def _marker_matches(self, wanted: Requirements, bundle_sha: str, *, timeout: float) -> bool:
         marker = posixpath.join(self.home, "ready.json")

@@ -44,7 +44,15 @@ from pathlib import Path
 from ..exceptions import CallRefusedError, CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError
 from . import _cgpu_terminals as terminals
 from ._cgpu_download import Downloads
-from ._shell import BASE_REQUIREMENTS, DEFAULT_REMOTE_ROOT, HOME_NAME, ShellRuntimeTransport, env_float, kill_group  # noqa: F401
+from ._shell import (  # noqa: F401 - known by these names here too
+    BASE_REQUIREMENTS,
+    DEFAULT_REMOTE_ROOT,
+    HOME_NAME,
+    ShellRuntimeTransport,
+    default_remote_root,
+    env_float,
+    kill_group,
+)
 from .base import CommandResult, sh
 
 log = logging.getLogger(__name__)
