@@ -29,6 +29,10 @@ JOB_HELP = {
     "stabilize": "stabilize video clips with two-pass vidstab (vidstabdetect, then vidstabtransform)",
     "transcribe": "transcribe audio or video files with Whisper into subtitles (.srt, .vtt, .json, .txt)",
     "upscale": "upscale images and videos with Real-ESRGAN (x2, x3, x4)",
+    "scenes": "find the scene cuts of video clips with PySceneDetect (.scenes.json, .scenes.csv, thumbnails)",
+    "beats": "track the beats of audio files or clips' audio with librosa (.beats.json: tempo, beats, downbeats)",
+    "interpolate": "raise clips' frame rate with motion interpolation (ffmpeg minterpolate), duration and audio kept",
+    "encode": "delivery encodes: H.264, HEVC or AV1, on NVENC when the runtime has it, else x264/x265/SVT-AV1",
 }
 
 

@@ -14,6 +14,10 @@ PROCESSORS: dict[str, str] = {
     "stabilize": "cgpu_kit.runtime.stabilize:StabilizeProcessor",
     "transcribe": "cgpu_kit.runtime.transcribe:TranscribeProcessor",
     "upscale": "cgpu_kit.runtime.upscale:UpscaleProcessor",
+    "scenes": "cgpu_kit.runtime.scenes:ScenesProcessor",
+    "beats": "cgpu_kit.runtime.beats:BeatsProcessor",
+    "interpolate": "cgpu_kit.runtime.interpolate:InterpolateProcessor",
+    "encode": "cgpu_kit.runtime.encode:EncodeProcessor",
 }
 
 
