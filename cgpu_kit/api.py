@@ -1,13 +1,16 @@
-"""The functions people call first: one batch in, one :class:`JobResult` out."""
+"""The functions people call first: one batch in, one :class:`JobResult` out.
+
+:func:`run` takes any job type of the registry (cgpu_kit/registry.py); each has a shortcut of its name.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .exceptions import ParameterError
-from .jobs import job_class
 from .manager import CGPUJobManager
+from .registry import job_class, job_types
 from .results import JobResult
 
 
@@ -27,20 +30,33 @@ def run(job_type: str, paths: Iterable[str | os.PathLike[str]] | str | os.PathLi
         job.release_all()
 
 
-def stabilize(paths, out_dir, *, backend: str = "local", **params: Any) -> JobResult:
-    """Stabilize clips with two-pass vidstab; outputs are written to ``out_dir`` under the clips' names.
+def shortcut(job_type: str) -> Callable[..., JobResult]:
+    """``run`` with ``job_type`` filled in: ``cgpu_kit.api.NAME(paths, out_dir, **params)`` for every
+    registered job type (plugins too, through this module's ``__getattr__``)."""
+
+    def call(paths: Any, out_dir: str | os.PathLike[str], *, backend: str = "local", **params: Any) -> JobResult:
+        return run(job_type, paths, out_dir, backend=backend, **params)
+
+    call.__name__ = call.__qualname__ = job_type
+    call.__doc__ = (f"Run a batch of {job_type} (see :func:`run`); ``params`` are the job type's parameters "
+                    "and the batch options of :class:`cgpu_kit.CGPUJob` (``timeout``, ``workers``, ``force``...).")
+    return call
+
+
+#: the named shortcuts of the built-in job types (documented; plugins' come from ``__getattr__``)
+stabilize = shortcut("stabilize")
+stabilize.__doc__ = """Stabilize clips with two-pass vidstab; outputs are written to ``out_dir`` under the clips' names.
 
     ``params``: the vidstab and x264 parameters of :data:`cgpu_kit.jobs.stabilize.STABILIZE_PARAMS`, and
     the batch options of :class:`cgpu_kit.CGPUJob` (``timeout``, ``item_timeout``, ``workers``, ``force``...).
     """
-    return run("stabilize", paths, out_dir, backend=backend, **params)
+transcribe = shortcut("transcribe")
+transcribe.__doc__ = "Transcribe audio or video files with Whisper into subtitles (.srt, and .vtt/.json/.txt on request)."
+upscale = shortcut("upscale")
+upscale.__doc__ = "Upscale images and videos with Real-ESRGAN (x2, x3 or x4)."
 
 
-def transcribe(paths, out_dir, *, backend: str = "local", **params: Any) -> JobResult:
-    """Transcribe audio or video files with Whisper into subtitles (.srt, and .vtt/.json/.txt on request)."""
-    return run("transcribe", paths, out_dir, backend=backend, **params)
-
-
-def upscale(paths, out_dir, *, backend: str = "local", **params: Any) -> JobResult:
-    """Upscale images and videos with Real-ESRGAN (x2, x3 or x4)."""
-    return run("upscale", paths, out_dir, backend=backend, **params)
+def __getattr__(name: str) -> Callable[..., JobResult]:
+    if not name.startswith("_") and name in job_types():
+        return shortcut(name)
+    raise AttributeError(f"module 'cgpu_kit.api' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 """``cgpu-kit``: a thin command line over the library.
 
-Each job type is a subcommand whose options come from that job type's parameter list, so the CLI, the
+Each job type of the registry (cgpu_kit/registry.py, plugins included) is a subcommand whose options come
+from that job type's parameter list, so the CLI, the
 library and the widgets always agree on names, defaults and bounds. Exit status: 0 when every item
 succeeded (or was already done), 1 when some failed, 2 for a usage error, 130 when interrupted.
 """
@@ -17,24 +18,13 @@ from typing import Any, Sequence
 
 from . import __version__
 from .exceptions import CgpuKitError, ParameterError
-from .jobs import JOB_TYPES, job_class
 from .manager import CGPUJobManager, describe_failure
 from .params import Param, check_number
+from .registry import available, job_class
 from .results import ItemResult, ItemStatus, JobResult, JobStatus
 from .samples import sample_inputs
 
 log = logging.getLogger("cgpu_kit.cli")
-
-JOB_HELP = {
-    "stabilize": "stabilize video clips with two-pass vidstab (vidstabdetect, then vidstabtransform)",
-    "transcribe": "transcribe audio or video files with Whisper into subtitles (.srt, .vtt, .json, .txt)",
-    "upscale": "upscale images and videos with Real-ESRGAN (x2, x3, x4)",
-    "scenes": "find the scene cuts of video clips with PySceneDetect (.scenes.json, .scenes.csv, thumbnails)",
-    "beats": "track the beats of audio files or clips' audio with librosa (.beats.json: tempo, beats, downbeats)",
-    "interpolate": "raise clips' frame rate with motion interpolation (ffmpeg minterpolate), duration and audio kept",
-    "encode": "delivery encodes: H.264, HEVC or AV1, on NVENC when the runtime has it, else x264/x265/SVT-AV1",
-}
-
 
 def _add_param(parser: argparse.ArgumentParser, p: Param) -> None:
     flag = "--" + p.name.replace("_", "-")
@@ -57,12 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cgpu-kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for job_type in JOB_TYPES:
-        try:
-            cls = job_class(job_type)
-        except ImportError:
-            continue
-        p = sub.add_parser(job_type, help=JOB_HELP.get(job_type, job_type), description=(cls.__doc__ or "").strip())
+    for job_type, cls in available().items():
+        p = sub.add_parser(job_type, help=cls.describe(), description=(cls.__doc__ or "").strip())
         p.add_argument("inputs", nargs="*", metavar="FILE", help="input files (names are never interpreted by a shell)")
         p.add_argument("-o", "--out", required=True, help="output folder; outputs take the inputs' names")
         p.add_argument("--backend", default="local", help="where to run: local (this machine, the default) or cgpu (a Colab runtime)")

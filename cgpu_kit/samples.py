@@ -58,10 +58,11 @@ def sample_inputs(job_type: str) -> list[Path]:
     ``~/.cache/cgpu_kit/samples``): what ``--samples`` and the panel's sample button use."""
     import os
 
+    from .registry import job_class
     from .runtime.processor import load_processor
 
     folder = Path(os.environ.get("CGPU_KIT_SAMPLES") or Path.home() / ".cache" / "cgpu_kit" / "samples") / job_type
     if job_type == "stabilize":
         return sample_clips(folder)
     existing = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
-    return existing or load_processor(job_type).make_samples(folder)
+    return existing or load_processor(job_class(job_type).processor).make_samples(folder)

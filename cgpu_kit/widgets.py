@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .exceptions import CgpuKitError, InputError, MissingDependencyError
-from .jobs import JOB_TYPES, job_class
+from .registry import available, job_class
 from .jobs.base import CGPUJob
 from .manager import CGPUJobManager
 from .params import Param
@@ -89,13 +89,7 @@ def _expand_one(text: str) -> list[Path]:
 
 def available_job_types() -> dict[str, type[CGPUJob]]:
     """Job types whose module imports here; a broken or unfinished one is left out, not fatal."""
-    found = {}
-    for name in JOB_TYPES:
-        try:
-            found[name] = job_class(name)
-        except Exception as exc:  # an optional job type's module may be missing or broken on this machine
-            log.info("job type %s is not available: %s", name, exc)
-    return found
+    return available()
 
 
 # -- results as HTML ---------------------------------------------------------------------------------------

@@ -56,10 +56,22 @@ def copy_as(src: Path, dest: Path) -> Path:
 TESTS_DIR = Path(__file__).resolve().parent
 
 
+def register_plugin(monkeypatch, folder: Path, dist: str, entry_points: dict[str, str]) -> None:
+    """Install a job-type plugin as pip would declare it: a ``*.dist-info`` with ``entry_points.txt`` in
+    ``folder``, put on ``sys.path`` here and on ``PYTHONPATH`` for the kernels and CLIs started from here."""
+    info = folder / f"{dist}-0.1.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text("[cgpu_kit.job_types]\n" + lines)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+
+
 @pytest.fixture
-def sleepy(monkeypatch):
-    """Make the test-only ``sleepy`` job type loadable on the local runtime; returns its job class."""
-    monkeypatch.setenv("CGPU_KIT_PROCESSORS", "sleepy=support.sleepy:SleepProcessor")
+def sleepy(monkeypatch, tmp_path_factory):
+    """The test-only ``sleepy`` job type, registered through an entry point as a plugin; returns its class."""
+    register_plugin(monkeypatch, tmp_path_factory.mktemp("plugins"), "cgpu_kit_sleepy", {"sleepy": "support.sleepy:SleepyJob"})
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
     from support.sleepy import SleepyJob
 

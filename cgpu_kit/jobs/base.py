@@ -54,8 +54,15 @@ ProgressCallback = Callable[["CGPUJob", ItemResult], None]
 class CGPUJob(abc.ABC):
     """Base of every job type. Subclasses set the class attributes and may refine :meth:`check_media`."""
 
+    #: the name it is registered under (cgpu_kit/registry.py): the CLI subcommand, ``cgpu_kit.run(job_type)``
     job_type: ClassVar[str]
-    template_name: ClassVar[str]
+    #: one line of help (the CLI's command list, the panel); default: the first line of the class docstring
+    summary: ClassVar[str] = ""
+    #: ``"module:Class"`` of the runtime-side :class:`~cgpu_kit.runtime.processor.Processor`, written into the
+    #: job file: the runtime loads it from there and never imports job types
+    processor: ClassVar[str]
+    #: the notebook run on the runtime; the generic ``job.ipynb`` runs any processor
+    template_name: ClassVar[str] = "job.ipynb"
     params_spec: ClassVar[ParamSet]
     #: seconds the whole job may take, and each item (subclasses may size these to the batch)
     default_timeout: ClassVar[float] = 600.0
@@ -121,6 +128,11 @@ class CGPUJob(abc.ABC):
         self.prepared = False
 
     # -- what subclasses describe -------------------------------------------------------------------------
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line of help: ``summary``, or the first line of the class docstring."""
+        return cls.summary or (cls.__doc__ or cls.job_type).strip().splitlines()[0]
 
     @property
     def remote_work_dir(self) -> str:
@@ -346,7 +358,7 @@ class CGPUJob(abc.ABC):
     def job_file(self, chunk_seconds: float) -> Path:
         path = self.state_dir / layout.JOB_FILE
         write_json(path, {
-            "job_type": self.job_type, "job_id": self.job_id, "params": self.params,
+            "job_type": self.job_type, "job_id": self.job_id, "params": self.params, "processor": self.processor,
             "item_timeout": self.item_timeout, "timeout": self.timeout, "workers": self.workers,
             "chunk_seconds": chunk_seconds, "version": __version__,
         })

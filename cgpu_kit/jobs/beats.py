@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..params import Param, ParamSet
+from ..params import ParamSet
 from ..requirements import Requirements
+from ..runtime.beats import BEATS_PARAMS  # noqa: F401 - known by this name here too
 from .base import CGPUJob
-
-BEATS_PARAMS = ParamSet([
-    Param("start_bpm", 120.0, "the tempo the tracker expects first (it settles on the music's own); set it near the "
-          "real tempo when the result is half or double", min=30.0, max=300.0),
-    Param("tightness", 100.0, "how strictly beats keep an even spacing (higher: steadier grid, lower: follows "
-          "a drifting tempo)", min=1.0, max=1000.0),
-])
 
 
 class BeatsJob(CGPUJob):
@@ -21,6 +15,8 @@ class BeatsJob(CGPUJob):
     downbeats in seconds."""
 
     job_type: ClassVar[str] = "beats"
+    summary: ClassVar[str] = "track the beats of audio files or clips' audio with librosa (.beats.json: tempo, beats, downbeats)"
+    processor: ClassVar[str] = "cgpu_kit.runtime.beats:BeatsProcessor"
     template_name: ClassVar[str] = "beats.ipynb"
     params_spec: ClassVar[ParamSet] = BEATS_PARAMS
     accepts: ClassVar[frozenset[str]] = frozenset({"audio"})

@@ -6,26 +6,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..exceptions import InputError, ParameterError
-from ..params import Param, ParamSet
+from ..params import ParamSet
 from ..requirements import Requirements
-from ..runtime.encoders import DEFAULT_QUALITY, MAX_QUALITY
+from ..runtime.encode import ENCODE_PARAMS  # noqa: F401 - known by this name here too
+from ..runtime.encoders import MAX_QUALITY
 from .base import CGPUJob
-from .stabilize import PRESETS
-
-ENCODE_PARAMS = ParamSet([
-    Param("codec", "h264", "the codec of the delivery file (MP4)", choices=("h264", "hevc", "av1")),
-    Param("quality", 0, "CRF (software) or CQ (NVENC): lower is better and larger; 0: the codec's default "
-          f"(h264 {DEFAULT_QUALITY['h264']}, hevc {DEFAULT_QUALITY['hevc']}, av1 {DEFAULT_QUALITY['av1']}); "
-          "at most 51 (av1 63)", min=0, max=63),
-    Param("preset", "medium", "speed/size preset, x264's names (mapped to SVT-AV1's 2-12 and NVENC's p1-p7)",
-          choices=PRESETS),
-    Param("max_height", 0, "scale down to at most this height (the width follows); 0: keep the size; never scales up",
-          min=0, max=8640),
-    Param("audio_bitrate", 0, "AAC audio at this many kbit/s; 0: keep the audio as it is when MP4 can hold it",
-          min=0, max=1024),
-    Param("hardware", "auto", "auto: NVENC when the runtime's ffmpeg and GPU can use it (tested with one frame), "
-          "else software; nvenc: fail without it; software: never NVENC", choices=("auto", "nvenc", "software")),
-])
 
 
 class EncodeJob(CGPUJob):
@@ -33,6 +18,8 @@ class EncodeJob(CGPUJob):
     records the encoder used (NVENC or libx264/libx265/libsvtav1) in each item's metadata."""
 
     job_type: ClassVar[str] = "encode"
+    summary: ClassVar[str] = 'delivery encodes: H.264, HEVC or AV1, on NVENC when the runtime has it, else x264/x265/SVT-AV1'
+    processor: ClassVar[str] = "cgpu_kit.runtime.encode:EncodeProcessor"
     template_name: ClassVar[str] = "encode.ipynb"
     params_spec: ClassVar[ParamSet] = ENCODE_PARAMS
     accepts: ClassVar[frozenset[str]] = frozenset({"video"})

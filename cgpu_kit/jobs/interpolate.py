@@ -5,28 +5,18 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..params import Param, ParamSet
+from ..params import ParamSet
 from ..requirements import Requirements
+from ..runtime.interpolate import INTERPOLATE_PARAMS  # noqa: F401 - known by this name here too
 from .base import CGPUJob
-from .stabilize import PRESETS
-
-INTERPOLATE_PARAMS = ParamSet([
-    Param("fps", 0.0, "the output frame rate (e.g. 60 or 59.94); 0: the input's times factor", min=0.0, max=240.0),
-    Param("factor", 2, "frames out per frame in, when fps is 0", choices=(2, 4)),
-    Param("mode", "mci", "mci: motion-compensated (new frames show things half-way); blend: cross-fades; dup: repeats",
-          choices=("mci", "blend", "dup")),
-    Param("mc_mode", "aobmc", "motion compensation: aobmc (adaptive overlapped blocks, fewer seams) or obmc",
-          choices=("aobmc", "obmc")),
-    Param("scene_detection", True, "at a hard cut, repeat a frame instead of morphing one shot into the next"),
-    Param("crf", 18, "x264 quality (0 lossless, 51 worst)", min=0, max=51),
-    Param("preset", "medium", "x264 speed/size preset", choices=PRESETS),
-])
 
 
 class InterpolateJob(CGPUJob):
     """Raise each clip's frame rate (--fps N or --factor 2|4) with motion interpolation; duration and audio kept."""
 
     job_type: ClassVar[str] = "interpolate"
+    summary: ClassVar[str] = "raise clips' frame rate with motion interpolation (ffmpeg minterpolate), duration and audio kept"
+    processor: ClassVar[str] = "cgpu_kit.runtime.interpolate:InterpolateProcessor"
     template_name: ClassVar[str] = "interpolate.ipynb"
     params_spec: ClassVar[ParamSet] = INTERPOLATE_PARAMS
     accepts: ClassVar[frozenset[str]] = frozenset({"video"})

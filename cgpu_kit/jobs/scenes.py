@@ -4,27 +4,18 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..params import Param, ParamSet
+from ..params import ParamSet
 from ..requirements import Requirements
+from ..runtime.scenes import SCENES_PARAMS  # noqa: F401 - known by this name here too
 from .base import CGPUJob
-
-SCENES_PARAMS = ParamSet([
-    Param("detector", "content", "content: a cut where a frame differs from the one before by more than threshold; "
-          "adaptive: where it differs much more than its neighbours do (fewer false cuts on fast motion)",
-          choices=("content", "adaptive")),
-    Param("threshold", 27.0, "content detector: the HSV difference (0-255) that makes a cut; lower finds more cuts "
-          "(adaptive: the least difference a cut must have, scaled)", min=1.0, max=255.0),
-    Param("adaptive_threshold", 3.0, "adaptive detector: how many times its neighbours' difference a cut must be",
-          min=0.5, max=50.0),
-    Param("min_scene_len", 15, "the shortest scene in frames (no cut closer than this to the last one)", min=1, max=100000),
-    Param("thumbnails", False, "also write one JPEG per scene (its middle frame): <stem>.scene-001.jpg ..."),
-])
 
 
 class ScenesJob(CGPUJob):
     """Find the scene cuts of each clip (PySceneDetect); writes <stem>.scenes.json and <stem>.scenes.csv."""
 
     job_type: ClassVar[str] = "scenes"
+    summary: ClassVar[str] = 'find the scene cuts of video clips with PySceneDetect (.scenes.json, .scenes.csv, thumbnails)'
+    processor: ClassVar[str] = "cgpu_kit.runtime.scenes:ScenesProcessor"
     template_name: ClassVar[str] = "scenes.ipynb"
     params_spec: ClassVar[ParamSet] = SCENES_PARAMS
     accepts: ClassVar[frozenset[str]] = frozenset({"video"})

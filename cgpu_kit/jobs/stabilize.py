@@ -5,33 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from ..params import Param, ParamSet
+from ..params import ParamSet
 from ..requirements import Requirements
+from ..runtime.stabilize import PRESETS, STABILIZE_PARAMS  # noqa: F401 - known by these names here too
 from .base import CGPUJob
 
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-
-STABILIZE_PARAMS = ParamSet([
-    Param("shakiness", 5, "how shaky the clip is (1 little, 10 very); vidstabdetect", min=1, max=10),
-    Param("accuracy", 15, "accuracy of the motion detection (1 low, 15 high); vidstabdetect", min=1, max=15),
-    Param("stepsize", 6, "step of the motion search in pixels (smaller is finer); vidstabdetect", min=1, max=32),
-    Param("smoothing", 10, "frames before and after used to smooth the camera path; vidstabtransform", min=0, max=1000),
-    Param("zoom", 0.0, "extra zoom in percent (negative zooms out); vidstabtransform", min=-100.0, max=100.0),
-    Param("optzoom", 1, "automatic zoom: 0 none, 1 static to hide borders, 2 adaptive", choices=(0, 1, 2)),
-    Param("crop", "keep", "what fills the borders: the previous frame's content (keep) or black", choices=("keep", "black")),
-    Param("interpolation", "bilinear", "interpolation of the transform", choices=("no", "linear", "bilinear", "bicubic")),
-    Param("tripod", False, "a still camera: stabilize against the first frame (both passes)"),
-    Param("unsharp", True, "sharpen a little after the transform, as vidstab recommends"),
-    Param("crf", 18, "x264 quality (0 lossless, 51 worst)", min=0, max=51),
-    Param("preset", "medium", "x264 speed/size preset", choices=PRESETS),
-])
 
 
 class StabilizeJob(CGPUJob):
     """Stabilize each clip with vidstabdetect then vidstabtransform; audio is kept when present."""
 
     job_type: ClassVar[str] = "stabilize"
+    summary: ClassVar[str] = "stabilize video clips with two-pass vidstab (vidstabdetect, then vidstabtransform)"
     template_name: ClassVar[str] = "stabilize.ipynb"
+    processor: ClassVar[str] = "cgpu_kit.runtime.stabilize:StabilizeProcessor"
     params_spec: ClassVar[ParamSet] = STABILIZE_PARAMS
     accepts: ClassVar[frozenset[str]] = frozenset({"video"})
     default_timeout: ClassVar[float] = 600.0

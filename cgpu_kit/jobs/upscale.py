@@ -12,31 +12,11 @@ from ..params import Param, ParamSet
 from ..requirements import Requirements
 from ..results import JobResult
 from ..runtime.upscale_engine import DEFAULT_MODEL, MODEL_NAMES, cpu_seconds, make_plan
+from ..runtime.upscale import TILES, UPSCALE_PARAMS  # noqa: F401 - known by these names here too
 from .base import CGPUJob
 from .stabilize import PRESETS
 
 log = logging.getLogger(__name__)
-
-#: tile sizes the engine accepts (0: automatic; otherwise at least 32)
-TILES = (0, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-
-UPSCALE_PARAMS = ParamSet([
-    Param("scale", 4, "upscaling factor", choices=(2, 3, 4)),
-    Param("model", "auto", "Real-ESRGAN model; auto: realesrgan-x4plus for images, realesr-animevideov3 for videos "
-          "(scales a model lacks: its x4, then a high-quality resize)", choices=("auto", *MODEL_NAMES)),
-    Param("tile", 0, "tile size in pixels, smaller uses less memory; 0: automatic (GPU memory; 128 for x4plus on a CPU)",
-          choices=TILES),
-    Param("tta", False, "test-time augmentation: a little better, 8 times slower"),
-    Param("streams", 0, "engines working side by side, each with frames in flight (images of a batch side by side "
-          "too); 0: automatic (a GPU: up to 4, one per CPU core; the CPU: 1, which uses every core)", min=0, max=8),
-    Param("gpu", "auto", "where to run: auto (a Vulkan GPU if the runtime has one, else the CPU; never a software "
-          "Vulkan driver), cpu, or gpu (fail without one)", choices=("auto", "cpu", "gpu")),
-    Param("format", "auto", "image output format; auto: the input's own (png for other kinds)", choices=("auto", "png", "jpg", "webp")),
-    Param("quality", 95, "jpg/webp quality of image outputs (webp 100: lossless)", min=1, max=100),
-    Param("codec", "libx264", "video encoder", choices=("libx264", "libx265")),
-    Param("crf", 18, "video quality (0 lossless, 51 worst)", min=0, max=51),
-    Param("preset", "medium", "video encoder speed/size preset", choices=PRESETS),
-])
 
 #: a batch whose CPU estimate is above this is announced with a warning before it starts
 LARGE_BATCH_SECONDS = 120.0
@@ -46,7 +26,9 @@ class UpscaleJob(CGPUJob):
     """Upscale images (png, jpg, webp...) and videos with Real-ESRGAN; videos keep their frame rate, frames and audio."""
 
     job_type: ClassVar[str] = "upscale"
+    summary: ClassVar[str] = "upscale images and videos with Real-ESRGAN (x2, x3, x4)"
     template_name: ClassVar[str] = "upscale.ipynb"
+    processor: ClassVar[str] = "cgpu_kit.runtime.upscale:UpscaleProcessor"
     params_spec: ClassVar[ParamSet] = UPSCALE_PARAMS
     accepts: ClassVar[frozenset[str]] = frozenset({"image", "video"})
     default_timeout: ClassVar[float] = 1800.0

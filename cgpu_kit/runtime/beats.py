@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..media import find_ffmpeg
+from ..params import Param, ParamSet
 from .context import ItemContext, ItemError
 from .processor import Processor
 
@@ -85,8 +86,18 @@ def track(y, sr: int, *, start_bpm: float, tightness: float) -> dict[str, Any]:
     }
 
 
+BEATS_PARAMS = ParamSet([
+    Param("start_bpm", 120.0, "the tempo the tracker expects first (it settles on the music's own); set it near the "
+          "real tempo when the result is half or double", min=30.0, max=300.0),
+    Param("tightness", 100.0, "how strictly beats keep an even spacing (higher: steadier grid, lower: follows "
+          "a drifting tempo)", min=1.0, max=1000.0),
+])
+
+
 class BeatsProcessor(Processor):
     """Decodes with ffmpeg, then tracks in-process; librosa's numba code uses one core, so files go side by side."""
+
+    params_spec = BEATS_PARAMS
 
     max_workers = 2
 

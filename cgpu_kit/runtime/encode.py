@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..params import Param, ParamSet
 from . import encoders
 from .context import ItemContext, ItemError
 from .processor import Processor
-from .stabilize import audio_args
+from .encoders import DEFAULT_QUALITY
+from .stabilize import PRESETS, audio_args
 
 
 def scale_filter(max_height: int, width: int | None, height: int | None) -> str | None:
@@ -41,8 +43,26 @@ def command(enc: encoders.Encoder, src: Path, dest: Path, params: dict[str, Any]
     return argv + ["-movflags", "+faststart", "file:" + str(dest)]
 
 
+ENCODE_PARAMS = ParamSet([
+    Param("codec", "h264", "the codec of the delivery file (MP4)", choices=("h264", "hevc", "av1")),
+    Param("quality", 0, "CRF (software) or CQ (NVENC): lower is better and larger; 0: the codec's default "
+          f"(h264 {DEFAULT_QUALITY['h264']}, hevc {DEFAULT_QUALITY['hevc']}, av1 {DEFAULT_QUALITY['av1']}); "
+          "at most 51 (av1 63)", min=0, max=63),
+    Param("preset", "medium", "speed/size preset, x264's names (mapped to SVT-AV1's 2-12 and NVENC's p1-p7)",
+          choices=PRESETS),
+    Param("max_height", 0, "scale down to at most this height (the width follows); 0: keep the size; never scales up",
+          min=0, max=8640),
+    Param("audio_bitrate", 0, "AAC audio at this many kbit/s; 0: keep the audio as it is when MP4 can hold it",
+          min=0, max=1024),
+    Param("hardware", "auto", "auto: NVENC when the runtime's ffmpeg and GPU can use it (tested with one frame), "
+          "else software; nvenc: fail without it; software: never NVENC", choices=("auto", "nvenc", "software")),
+])
+
+
 class EncodeProcessor(Processor):
     """x264, x265 and SVT-AV1 each use every core, and one NVENC session keeps its encoder busy: one clip at a time."""
+
+    params_spec = ENCODE_PARAMS
 
     max_workers = 1
 

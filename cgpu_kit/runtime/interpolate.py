@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..media import find_ffmpeg
+from ..params import Param, ParamSet
 from .context import ItemContext, ItemError
 from .processor import Processor
-from .stabilize import audio_args, output_suffix
+from .stabilize import PRESETS, audio_args, output_suffix
 from .upscale_video import video_stream
 
 
@@ -56,8 +57,23 @@ def command(ffmpeg: str, src: Path, dest: Path, rate: Fraction, params: dict[str
     return argv + ["file:" + str(dest)]
 
 
+INTERPOLATE_PARAMS = ParamSet([
+    Param("fps", 0.0, "the output frame rate (e.g. 60 or 59.94); 0: the input's times factor", min=0.0, max=240.0),
+    Param("factor", 2, "frames out per frame in, when fps is 0", choices=(2, 4)),
+    Param("mode", "mci", "mci: motion-compensated (new frames show things half-way); blend: cross-fades; dup: repeats",
+          choices=("mci", "blend", "dup")),
+    Param("mc_mode", "aobmc", "motion compensation: aobmc (adaptive overlapped blocks, fewer seams) or obmc",
+          choices=("aobmc", "obmc")),
+    Param("scene_detection", True, "at a hard cut, repeat a frame instead of morphing one shot into the next"),
+    Param("crf", 18, "x264 quality (0 lossless, 51 worst)", min=0, max=51),
+    Param("preset", "medium", "x264 speed/size preset", choices=PRESETS),
+])
+
+
 class InterpolateProcessor(Processor):
     """minterpolate's motion search runs on one core per clip, so clips go side by side, one per core."""
+
+    params_spec = INTERPOLATE_PARAMS
 
     max_workers = max(1, os.cpu_count() or 1)
 

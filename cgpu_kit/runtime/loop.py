@@ -47,13 +47,14 @@ def load_items(work_dir: Path) -> tuple[list[RuntimeItem], dict[str, Any]]:
 
 class BatchRun:
     def __init__(
-        self, job_type: str, work_dir: Path, params: dict[str, Any], item_timeout: float, workers: int,
-        chunk_seconds: float = 30.0, chunk_bytes: int = 256 << 20,
+        self, processor: str, work_dir: Path, params: dict[str, Any], item_timeout: float, workers: int,
+        chunk_seconds: float = 30.0, chunk_bytes: int = 256 << 20, job_type: str = "",
     ) -> None:
+        self.processor = processor
         self.chunk_seconds = chunk_seconds
         self.chunk_bytes = chunk_bytes
         self._oldest_unzipped = 0.0
-        self.job_type = job_type
+        self.job_type = job_type or processor
         self.work_dir = work_dir
         self.params = params
         self.item_timeout = item_timeout
@@ -76,7 +77,7 @@ class BatchRun:
         self._write_progress()
         self._zip_ready_parts(items)
         if todo:
-            processor_cls = load_processor(self.job_type)
+            processor_cls = load_processor(self.processor)
             processor = processor_cls(self.params)
             try:
                 workers = max(1, min(self.workers or (os.cpu_count() or 1), processor.max_workers, len(todo)))
@@ -188,8 +189,10 @@ class BatchRun:
 
 
 def run_batch(
-    job_type: str, work_dir: str | Path, params: dict[str, Any], item_timeout: float, workers: int = 0,
-    chunk_seconds: float = 30.0, chunk_bytes: int = 256 << 20,
+    processor: str, work_dir: str | Path, params: dict[str, Any], item_timeout: float, workers: int = 0,
+    chunk_seconds: float = 30.0, chunk_bytes: int = 256 << 20, job_type: str = "",
 ) -> list[dict[str, Any]]:
-    """Process every item of the batch in ``work_dir``; return the per-item records."""
-    return BatchRun(job_type, Path(work_dir), params, item_timeout, workers, chunk_seconds, chunk_bytes).run()
+    """Process every item of the batch in ``work_dir`` with ``processor`` (``"module:Class"``); return the
+    per-item records."""
+    return BatchRun(processor, Path(work_dir), params, item_timeout, workers, chunk_seconds, chunk_bytes,
+                    job_type).run()

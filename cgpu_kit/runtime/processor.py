@@ -1,25 +1,17 @@
-"""The per-job-type half that runs on the runtime: load what is heavy once, then process one item at a time."""
+"""The per-job-type half that runs on the runtime: load what is heavy once, then process one item at a time.
+
+A processor is found by the ``"module:Class"`` string its job type names (``CGPUJob.processor``), which the
+local side writes into the job file: the runtime never imports job types or their registry.
+"""
 
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from ..params import ParamSet
 from .context import ItemContext
-
-#: job type -> "module:Class"; imported only when a batch of that type runs
-PROCESSORS: dict[str, str] = {
-    "stabilize": "cgpu_kit.runtime.stabilize:StabilizeProcessor",
-    "transcribe": "cgpu_kit.runtime.transcribe:TranscribeProcessor",
-    "upscale": "cgpu_kit.runtime.upscale:UpscaleProcessor",
-    "scenes": "cgpu_kit.runtime.scenes:ScenesProcessor",
-    "beats": "cgpu_kit.runtime.beats:BeatsProcessor",
-    "interpolate": "cgpu_kit.runtime.interpolate:InterpolateProcessor",
-    "encode": "cgpu_kit.runtime.encode:EncodeProcessor",
-}
-
 
 class Processor:
     """Base of the runtime side of a job type.
@@ -28,6 +20,8 @@ class Processor:
     files it wrote (paths from ``ctx.output``); any exception fails that item alone.
     """
 
+    #: the parameters it takes (the job type's ``params_spec``): a template run by hand gets their defaults
+    params_spec: ClassVar[ParamSet | None] = None
     #: items processed side by side at most (tools that use every core on their own want 1)
     max_workers: int = 1
 
@@ -46,21 +40,15 @@ class Processor:
         raise NotImplementedError
 
 
-def registry() -> dict[str, str]:
-    """The processors known here: the built-in ones, and any named in ``CGPU_KIT_PROCESSORS``
-    (``"name=module:Class,..."``), so plugins and tests can add job types the runtime side can load."""
-    extra = {}
-    for entry in filter(None, os.environ.get("CGPU_KIT_PROCESSORS", "").split(",")):
-        name, _, target = entry.partition("=")
-        extra[name.strip()] = target.strip()
-    return {**PROCESSORS, **extra}
-
-
-def load_processor(job_type: str) -> type[Processor]:
-    known = registry()
+def load_processor(target: str) -> type[Processor]:
+    """The processor class a ``"module:Class"`` string names (written into the job file by the local side)."""
+    module, sep, name = target.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"processor {target!r} is not a 'module:Class' string")
     try:
-        target = known[job_type]
-    except KeyError:
-        raise ValueError(f"unknown job type {job_type!r}; known: {', '.join(known)}") from None
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"processor {target!r} cannot be loaded on this runtime: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Processor)):
+        raise ValueError(f"processor {target!r} is not a cgpu_kit.runtime.processor.Processor subclass")
+    return cls

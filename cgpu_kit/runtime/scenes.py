@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..params import Param, ParamSet
 from .context import ItemContext, ItemError
 from .processor import Processor
 
@@ -48,8 +49,23 @@ def write_csv(path: Path, scenes: list[dict[str, Any]]) -> None:
             w.writerow([n, f"{s['start']:.3f}", f"{s['end']:.3f}", f"{s['end'] - s['start']:.3f}", s["start_frame"], s["end_frame"]])
 
 
+SCENES_PARAMS = ParamSet([
+    Param("detector", "content", "content: a cut where a frame differs from the one before by more than threshold; "
+          "adaptive: where it differs much more than its neighbours do (fewer false cuts on fast motion)",
+          choices=("content", "adaptive")),
+    Param("threshold", 27.0, "content detector: the HSV difference (0-255) that makes a cut; lower finds more cuts "
+          "(adaptive: the least difference a cut must have, scaled)", min=1.0, max=255.0),
+    Param("adaptive_threshold", 3.0, "adaptive detector: how many times its neighbours' difference a cut must be",
+          min=0.5, max=50.0),
+    Param("min_scene_len", 15, "the shortest scene in frames (no cut closer than this to the last one)", min=1, max=100000),
+    Param("thumbnails", False, "also write one JPEG per scene (its middle frame): <stem>.scene-001.jpg ..."),
+])
+
+
 class ScenesProcessor(Processor):
     """Runs a fresh detector per clip; OpenCV decodes, so clips go side by side, one per core."""
+
+    params_spec = SCENES_PARAMS
 
     max_workers = max(1, os.cpu_count() or 1)
 

@@ -7,8 +7,26 @@ from pathlib import Path
 from typing import Any
 
 from ..media import vidstab_build
+from ..params import Param, ParamSet
 from .context import ItemContext, ItemError
 from .processor import Processor
+
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+STABILIZE_PARAMS = ParamSet([
+    Param("shakiness", 5, "how shaky the clip is (1 little, 10 very); vidstabdetect", min=1, max=10),
+    Param("accuracy", 15, "accuracy of the motion detection (1 low, 15 high); vidstabdetect", min=1, max=15),
+    Param("stepsize", 6, "step of the motion search in pixels (smaller is finer); vidstabdetect", min=1, max=32),
+    Param("smoothing", 10, "frames before and after used to smooth the camera path; vidstabtransform", min=0, max=1000),
+    Param("zoom", 0.0, "extra zoom in percent (negative zooms out); vidstabtransform", min=-100.0, max=100.0),
+    Param("optzoom", 1, "automatic zoom: 0 none, 1 static to hide borders, 2 adaptive", choices=(0, 1, 2)),
+    Param("crop", "keep", "what fills the borders: the previous frame's content (keep) or black", choices=("keep", "black")),
+    Param("interpolation", "bilinear", "interpolation of the transform", choices=("no", "linear", "bilinear", "bicubic")),
+    Param("tripod", False, "a still camera: stabilize against the first frame (both passes)"),
+    Param("unsharp", True, "sharpen a little after the transform, as vidstab recommends"),
+    Param("crf", 18, "x264 quality (0 lossless, 51 worst)", min=0, max=51),
+    Param("preset", "medium", "x264 speed/size preset", choices=PRESETS),
+])
 
 KEEP_CONTAINERS = {".mp4", ".mov", ".mkv", ".m4v"}
 MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}
@@ -66,6 +84,7 @@ def commands(ffmpeg: str, src: Path, dest: Path, params: dict[str, Any], probe: 
 
 
 class StabilizeProcessor(Processor):
+    params_spec = STABILIZE_PARAMS
     max_workers = max(1, os.cpu_count() or 1)
 
     def __init__(self, params: dict[str, Any]) -> None:

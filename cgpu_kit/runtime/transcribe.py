@@ -26,6 +26,7 @@ from ..media import find_ffmpeg
 from ..subtitles import Segment, Transcript, Word, write
 from .context import ItemContext, ItemError
 from .processor import Processor
+from .transcribe_params import TRANSCRIBE_PARAMS
 
 log = logging.getLogger("cgpu_kit.runtime")
 
@@ -263,6 +264,7 @@ def load_advice(device: str, compute_type: str, exc: Exception) -> str:
 class TranscribeProcessor(Processor):
     """One engine (one loaded model) for the whole batch; items one at a time, as the model uses the device."""
 
+    params_spec = TRANSCRIBE_PARAMS
     max_workers = 1
 
     def __init__(self, params: dict[str, Any]) -> None:

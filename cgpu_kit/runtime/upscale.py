@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..media import find_ffmpeg, probe
+from ..params import Param, ParamSet
 from .context import ItemContext, ItemError
 from .processor import Processor
-from .stabilize import audio_args, output_suffix
+from .stabilize import PRESETS, audio_args, output_suffix
 from .upscale_engine import (  # noqa: F401 - the names the job side and the tests know this module by
     CPU_MPIX_PER_S, CPU_TILE, DEFAULT_MODEL, MODEL_NAMES, MODELS, Device, Plan, Upscaler, _import_engine, choose_device,
     cpu_seconds, list_vulkan_devices, make_plan, quiet_progress, resize_to,
@@ -28,6 +29,28 @@ from .upscale_engine import (  # noqa: F401 - the names the job side and the tes
 from .upscale_streams import StreamPool, choose_streams, window
 from .upscale_tiles import output_bytes, tile_grid, upscale_frame, upscale_pixels
 from .upscale_video import stream_frames, video_stream
+
+#: tile sizes the engine accepts (0: automatic; otherwise at least 32)
+TILES = (0, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+UPSCALE_PARAMS = ParamSet([
+    Param("scale", 4, "upscaling factor", choices=(2, 3, 4)),
+    Param("model", "auto", "Real-ESRGAN model; auto: realesrgan-x4plus for images, realesr-animevideov3 for videos "
+          "(scales a model lacks: its x4, then a high-quality resize)", choices=("auto", *MODEL_NAMES)),
+    Param("tile", 0, "tile size in pixels, smaller uses less memory; 0: automatic (GPU memory; 128 for x4plus on a CPU)",
+          choices=TILES),
+    Param("tta", False, "test-time augmentation: a little better, 8 times slower"),
+    Param("streams", 0, "engines working side by side, each with frames in flight (images of a batch side by side "
+          "too); 0: automatic (a GPU: up to 4, one per CPU core; the CPU: 1, which uses every core)", min=0, max=8),
+    Param("gpu", "auto", "where to run: auto (a Vulkan GPU if the runtime has one, else the CPU; never a software "
+          "Vulkan driver), cpu, or gpu (fail without one)", choices=("auto", "cpu", "gpu")),
+    Param("format", "auto", "image output format; auto: the input's own (png for other kinds)", choices=("auto", "png", "jpg", "webp")),
+    Param("quality", 95, "jpg/webp quality of image outputs (webp 100: lossless)", min=1, max=100),
+    Param("codec", "libx264", "video encoder", choices=("libx264", "libx265")),
+    Param("crf", 18, "video quality (0 lossless, 51 worst)", min=0, max=51),
+    Param("preset", "medium", "video encoder speed/size preset", choices=PRESETS),
+])
+
 
 log = logging.getLogger("cgpu_kit.runtime.upscale")
 
@@ -97,6 +120,7 @@ def save_image(pixels: Any, dest: Path, fmt: str, *, quality: int, mode: str, ic
 class UpscaleProcessor(Processor):
     """Starts the engines of each model it needs once per batch; items share them, frame by frame."""
 
+    params_spec = UPSCALE_PARAMS
     max_workers = 1  # one engine uses the whole machine; with several streams, items run side by side
 
     def __init__(self, params: dict[str, Any]) -> None:

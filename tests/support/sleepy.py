@@ -1,13 +1,12 @@
 """A test-only job type whose items sleep: makes timeouts, cancellation and faults deterministic.
 
-Its runtime side is found through ``CGPU_KIT_PROCESSORS`` (set by the ``sleepy`` fixture), the same way a
-plugin would add a job type.
+Registered as a plugin would be (the ``sleepy`` fixture puts an entry point of the group
+``cgpu_kit.job_types`` on the path); it brings no template: the generic ``job.ipynb`` runs its processor.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -17,14 +16,13 @@ from cgpu_kit.params import Param, ParamSet
 from cgpu_kit.requirements import Requirements
 from cgpu_kit.runtime.context import ItemContext, ItemError
 from cgpu_kit.runtime.processor import Processor
-from cgpu_kit.templates import template_path
 
 
 class SleepyJob(CGPUJob):
     """Each item sleeps ``seconds``, then copies its input; inputs named in ``fail_names`` fail."""
 
     job_type: ClassVar[str] = "sleepy"
-    template_name: ClassVar[str] = "sleepy.ipynb"
+    processor: ClassVar[str] = "support.sleepy:SleepProcessor"
     params_spec: ClassVar[ParamSet] = ParamSet([
         Param("seconds", 0.0, "how long each item sleeps", min=0.0, max=600.0),
         Param("fail_names", "", "comma-separated input names that fail"),
@@ -34,15 +32,9 @@ class SleepyJob(CGPUJob):
     def get_requirements(self) -> Requirements:
         return Requirements()
 
-    def template_file(self) -> Path:
-        path = Path(tempfile.gettempdir()) / "cgpu_kit_tests" / "sleepy.ipynb"  # not under tests/: nbmake would run it
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = template_path("stabilize.ipynb").read_text()
-        path.write_text(text.replace('run_template(\\"stabilize\\"', 'run_template(\\"sleepy\\"'))
-        return path
-
 
 class SleepProcessor(Processor):
+    params_spec = SleepyJob.params_spec
     max_workers = 4
 
     def process(self, ctx: ItemContext) -> list[Path]:
