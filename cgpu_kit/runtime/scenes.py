@@ -160,6 +160,6 @@ class ScenesProcessor(Processor):
 
     @classmethod
     def make_samples(cls, dest: Path) -> list[Path]:
-        from ..samples import make_cut_clip
+        from ..generated import make_cut_clip
 
         return [make_cut_clip(dest / "four shots.mp4")]
