@@ -50,6 +50,7 @@ BUILTIN: dict[str, str] = {
     "beats": "cgpu_kit.jobs.beats:BeatsJob",
     "interpolate": "cgpu_kit.jobs.interpolate:InterpolateJob",
     "encode": "cgpu_kit.jobs.encode:EncodeJob",
+    "chain": "cgpu_kit.jobs.chain:ChainJob",
 }
 
 
