@@ -36,13 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "fakes"))
 
+import cgpu_fake  # noqa: E402
+
 from bench._results import write_section  # noqa: E402
 from cgpu_kit.jobs.stabilize import StabilizeJob  # noqa: E402
 from cgpu_kit.manager import CGPUJobManager  # noqa: E402
 from cgpu_kit.results import JobStatus  # noqa: E402
 from cgpu_kit.samples import make_shaky_clip  # noqa: E402
-
-import cgpu_fake  # noqa: E402
 
 
 def classify(call: dict) -> str:

@@ -17,7 +17,6 @@ import argparse
 import logging
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "fakes"))
 
 import colab_runtime  # noqa: E402
+
 from bench._results import write_section  # noqa: E402
 from bench.bench_cgpu_calls import Runtime as StandIn  # noqa: E402
 from cgpu_kit.jobs.stabilize import StabilizeJob  # noqa: E402

@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .exceptions import ParameterError
 from .manager import CGPUJobManager

@@ -9,16 +9,17 @@ lives only in the manifest, so nothing a user called a file ever reaches a shell
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import stat
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .exceptions import ArchiveError
+from .util import atomic_path
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -75,13 +76,10 @@ def pack_part(items: Iterable[BatchItem], dest: Path, header: dict[str, Any]) ->
     """Write one part: the manifest first, then each input stored under its safe name."""
     items = list(items)
     manifest = dict(header, format=FORMAT, items=[i.manifest_record() for i in items])
-    tmp = dest.with_name(dest.name + ".tmp")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True), compress_type=zipfile.ZIP_DEFLATED)
         for item in items:
             zf.write(item.source, item.file)
-    os.replace(tmp, dest)
     return dest
 
 
@@ -95,15 +93,12 @@ def read_manifest(zip_path: Path) -> dict[str, Any]:
 
 def pack_files(files: Iterable[tuple[Path, str]], dest: Path, *, manifest: dict[str, Any] | None = None) -> Path:
     """Zip ``(path, member name)`` pairs: text deflated, media stored; written atomically."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
         if manifest is not None:
             zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True), compress_type=zipfile.ZIP_DEFLATED)
         for path, arcname in files:
             kind = zipfile.ZIP_DEFLATED if Path(arcname).suffix.lower() in TEXT_SUFFIXES else zipfile.ZIP_STORED
             zf.write(path, arcname, compress_type=kind)
-    os.replace(tmp, dest)
     return dest
 
 

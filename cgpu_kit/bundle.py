@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
 from .templates import templates_dir
+from .util import atomic_path
+from .util import cache_dir as user_cache_dir
 
 REMOTE_MAIN = Path(__file__).resolve().parent / "transports" / "_cgpu_remote.py"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -62,13 +63,11 @@ def build_bundle(cache_dir: Path | None = None) -> Bundle:
     """Zip the installed cgpu_kit into the cache (once per version of its sources) and return it."""
     data = bundle_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    folder = cache_dir or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cgpu_kit" / "bundles"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = cache_dir or user_cache_dir("bundles")
     path = folder / f"cgpu_kit-{__version__}-{digest[:16]}.zip"
     if not path.is_file() or path.stat().st_size != len(data):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
     return Bundle(path, digest, len(data))
 
 

@@ -13,8 +13,9 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
 from .exceptions import CgpuKitError, ParameterError
@@ -52,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("inputs", nargs="*", metavar="FILE", help="input files (names are never interpreted by a shell)")
         p.add_argument("-o", "--out", required=True, help="output folder; outputs take the inputs' names")
         p.add_argument("--backend", default="local", help="where to run: local (this machine, the default) or cgpu (a Colab runtime)")
-        p.add_argument("--remote-root", default=None, help="folder of the runtime for job folders (cgpu: /content, or $CGPU_KIT_REMOTE_ROOT)")
-        p.add_argument("--timeout", type=float, default=None, help="seconds the whole job may take (default: sized to the job type and batch)")
+        p.add_argument("--remote-root", default=None,
+            help="folder of the runtime for job folders (cgpu: /content, or $CGPU_KIT_REMOTE_ROOT)")
+        p.add_argument("--timeout", type=float, default=None,
+            help="seconds the whole job may take (default: sized to the job type and batch)")
         p.add_argument("--item-timeout", type=float, default=None, help="seconds each item may take")
         p.add_argument("--workers", type=int, default=0, help="items processed side by side on the runtime (0: as many as useful)")
         p.add_argument("--part-mb", type=float, default=None, help="upload the batch in parts of at most this many MB")

@@ -22,14 +22,15 @@ import importlib.util
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .exceptions import CgpuKitError, JobError
+from .util import kill_group
 
 log = logging.getLogger(__name__)
 
@@ -210,12 +211,7 @@ def cgpu_logged_in(timeout: float = 15.0) -> bool:
                     log.info("cgpu is not logged in: run `cgpu status` in a terminal and finish the login")
                     break
     finally:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-        proc.wait()
+        kill_group(proc)
         proc.stdout.close()
     return answer
 

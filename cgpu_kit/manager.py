@@ -1,9 +1,12 @@
 """WHEN and HOW OFTEN: the one job manager of the process.
 
-It runs submitted jobs first in, first out; sets each runtime session up once (requirements installed once
-and recorded, checked again before each batch); retries transport failures with tenacity (3 attempts,
-exponential backoff) and never retries a job's own failure; enforces each job's timeout; and keeps the
-executed notebook and the runtime log of every job, failed ones first of all.
+It runs submitted jobs first in, first out; picks up what earlier runs left unfinished in an output folder;
+sets each runtime session up once (requirements installed once and recorded, checked again before each
+batch); retries transport failures with tenacity (3 attempts, exponential backoff) and never retries a job's
+own failure; sets a lost runtime up again and resumes (``max_runtime_losses``); enforces each job's timeout;
+and keeps the executed notebook and the runtime log of every job, failed ones first of all. Every wait
+(polls, grace, relaunches) is paced by ``self.pacing`` on one injectable clock; the engine
+(:mod:`cgpu_kit.engine`) does the steps.
 """
 
 from __future__ import annotations
@@ -16,16 +19,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tenacity
 
-from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLostError, TransportError
-from .jobs.base import CLOSED, CGPUJob, find_plan, open_jobs
+from .clock import Pacing
+from .engine.plan import CLOSED, find_plan, open_jobs
+from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLostError
+from .jobs.base import CGPUJob
 from .requirements import Requirements
 from .results import JobResult, JobStatus
+from .retrying import RetryingTransport, RetryPolicy  # noqa: F401 - known by these names here too
 from .transports import get_transport
-from .transports.base import CommandResult, Transport
+from .transports.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -40,84 +46,13 @@ class SessionState:
     setups: int = 0
 
 
-class RetryPolicy:
-    """Tenacity settings for transport calls; ``sleep`` is injectable so tests assert waits without waiting."""
-
-    def __init__(self, attempts: int = 3, multiplier: float = 1.0, max_wait: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.attempts = attempts
-        self.multiplier = multiplier
-        self.max_wait = max_wait
-        self.sleep = sleep
-
-    def retrying(self) -> tenacity.Retrying:
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential(multiplier=self.multiplier, max=self.max_wait),
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, TransportError) and e.retryable),
-            sleep=self.sleep, reraise=True,
-            before_sleep=lambda rs: log.warning(
-                "transport call failed (%s); retry %d of %d", rs.outcome.exception(), rs.attempt_number, self.attempts - 1
-            ),
-        )
-
-
-class RetryingTransport(Transport):
-    """Wraps a transport so each call is retried on transport failures, and counts the calls."""
-
-    def __init__(self, inner: Transport, policy: RetryPolicy) -> None:
-        self.inner = inner
-        self.policy = policy
-        self.name = inner.name
-        self.python = inner.python
-        self.poll_interval = inner.poll_interval
-        self.chunk_seconds = inner.chunk_seconds
-        self.remote_root = inner.remote_root
-        self.retries = 0
-
-    @property
-    def key(self) -> str:
-        return self.inner.key
-
-    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        for attempt in self.policy.retrying():
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    self.retries += 1
-                return fn(*args, **kwargs)
-
-    def run(self, command: str, *, timeout: float) -> CommandResult:
-        return self._call(self.inner.run, command, timeout=timeout)
-
-    def put(self, local: Path, remote: str, *, timeout: float) -> bool:
-        return self._call(self.inner.put, local, remote, timeout=timeout)
-
-    def get(self, remote: str, local: Path, *, timeout: float) -> None:
-        return self._call(self.inner.get, remote, local, timeout=timeout)
-
-    def setup(self, requirements: Requirements, *, timeout: float) -> None:
-        return self._call(self.inner.setup, requirements, timeout=timeout)
-
-    def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
-        return self._call(self.inner.is_set_up, requirements, timeout=timeout)
-
-    def runtime_env(self) -> dict[str, str]:
-        return self.inner.runtime_env()
-
-    def read_status(self, work_dir: str, since: int) -> dict | None:
-        return self.inner.read_status(work_dir, since)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 class CGPUJobManager:
     """The process's job manager (a singleton): ``submit`` jobs, then ``process_queue``."""
 
-    _instance: "CGPUJobManager | None" = None
+    _instance: CGPUJobManager | None = None
     _instance_lock = threading.Lock()
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "CGPUJobManager":
+    def __new__(cls, *args: Any, **kwargs: Any) -> CGPUJobManager:
         with cls._instance_lock:
             if cls._instance is None:
                 inst = super().__new__(cls)
@@ -131,6 +66,9 @@ class CGPUJobManager:
         self.results: dict[str, JobResult] = {}
         self.sessions: dict[str, SessionState] = {}
         self.retry_policy = RetryPolicy()
+        #: how often and how long batches wait (poll interval, stop grace, relaunches) and on which clock:
+        #: replace ``pacing.clock`` to observe every wait without waiting
+        self.pacing = Pacing()
         self.setup_timeout = 1800.0
         self.max_runtime_losses = 3
         self._lock = threading.RLock()
@@ -194,6 +132,7 @@ class CGPUJobManager:
         with self._lock:
             state = self.sessions.get(transport.key)
             if state is None:
+                transport.clock = self.pacing.clock
                 state = SessionState(RetryingTransport(transport, self.retry_policy))
                 self.sessions[transport.key] = state
             else:
@@ -226,24 +165,7 @@ class CGPUJobManager:
             if job.pending:
                 state = self.session(job)
                 job.remote_root = state.transport.remote_root
-                deadline = time.monotonic() + job.timeout
-                losses = 0
-                while True:
-                    try:
-                        self.ensure_ready(state, job.get_requirements())
-                        job.upload(state.transport)
-                        job.run_remote(state.transport, deadline=deadline)
-                        job.download(state.transport)
-                        break
-                    except RuntimeLostError as exc:
-                        losses += 1
-                        if losses > self.max_runtime_losses or job.cancel_event.is_set():
-                            raise
-                        log.warning("job %s: %s; setting the runtime up again and resuming the unfinished items", job.job_id, exc)
-                        state.initialised_at = None
-                        job.reset_remote_progress()
-                        if not job.pending:
-                            break
+                self._run_on(job, state)
         except (CgpuKitError, OSError) as exc:
             error = describe_failure(exc)
             log.error("job %s failed: %s", job.job_id, error)
@@ -259,6 +181,35 @@ class CGPUJobManager:
             job.release_all()  # an unexpected error must not leave the output folder locked
             raise
         return self._settle(job, error, started, state)
+
+    def _run_on(self, job: CGPUJob, state: SessionState) -> None:
+        """Upload, run and download ``job`` on the session's runtime. A runtime lost midway (recycled, its
+        folder gone) is set up again and the unfinished items resumed, up to ``max_runtime_losses`` times:
+        a tenacity loop whose retried failure is :class:`RuntimeLostError`, never a cancelled job's."""
+        deadline = self.pacing.clock.now() + job.timeout
+
+        def attempt_once(retry_state: tenacity.RetryCallState) -> None:
+            if retry_state.attempt_number > 1:
+                state.initialised_at = None
+                job.reset_remote_progress()
+                if not job.pending:
+                    return
+            self.ensure_ready(state, job.get_requirements())
+            job.upload(state.transport)
+            job.run_remote(state.transport, deadline=deadline, pacing=self.pacing)
+            job.download(state.transport)
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, RuntimeLostError) and not job.cancel_event.is_set()),
+            stop=tenacity.stop_after_attempt(self.max_runtime_losses + 1), wait=tenacity.wait_none(),
+            sleep=self.pacing.clock.sleep, reraise=True,
+            before_sleep=lambda rs: log.warning(
+                "job %s: %s; setting the runtime up again and resuming the unfinished items", job.job_id,
+                rs.outcome.exception()),
+        )
+        for attempt in retrying:
+            with attempt:
+                attempt_once(attempt.retry_state)
 
     def prepare(self, job: CGPUJob) -> None:
         """Lock the output folder, pick up what earlier runs left unfinished there, then validate and plan.
@@ -318,7 +269,7 @@ class CGPUJobManager:
         state = self.session(job)
         error = None
         try:
-            job.run_remote(state.transport)
+            job.run_remote(state.transport, pacing=self.pacing)
             job.download(state.transport)
         except RuntimeLostError as exc:
             error = f"its runtime no longer holds it ({exc}); run the batch again to redo what is missing"
@@ -353,7 +304,7 @@ class CGPUJobManager:
 
     def _stop_after_interrupt(self, job: CGPUJob, transport: Transport) -> None:
         try:
-            job.stop(transport)
+            job.stop(transport, pacing=self.pacing)
         except (CgpuKitError, OSError, KeyboardInterrupt) as exc:
             log.warning("job %s: stopped without fetching everything: %s", job.job_id, exc)
 

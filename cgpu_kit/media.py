@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 VIDSTAB_FILTERS = ("vidstabdetect", "vidstabtransform")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _filters_of(ffmpeg: str) -> frozenset[str]:
     try:
         out = subprocess.run(
@@ -61,7 +61,7 @@ def _candidates() -> list[str]:
     return list(dict.fromkeys(found))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def find_ffmpeg(*, filters: tuple[str, ...] = ()) -> str:
     """The first ffmpeg that has every filter in ``filters``; a clear error when none has."""
     tried = []
@@ -103,7 +103,7 @@ _FFMPEG_VERSION = re.compile(r"ffmpeg version (?:n)?(\S+)")
 _VIDSTAB_VERSION = re.compile(r"vidstabdetect filter: init v(\d+(?:\.\d+)*)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _versions_of(ffmpeg: str) -> tuple[str | None, tuple[int, ...] | None]:
     """ffmpeg's own version, and vid.stab's, which its vidstabdetect logs at start (about 0.1 s)."""
     import tempfile
@@ -183,7 +183,7 @@ def find_vidstab_ffmpeg() -> str:
     return vidstab_build().path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def find_ffprobe() -> str | None:
     env = os.environ.get("CGPU_KIT_FFPROBE")
     if env:
@@ -235,7 +235,8 @@ def probe(path: Path, *, timeout: float = 60) -> MediaInfo:
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        raise InputError(f"{path}: ffprobe did not finish within {timeout:.0f}s; is the file on a slow or broken disk?", path=str(path))
+        raise InputError(f"{path}: ffprobe did not finish within {timeout:.0f}s; is the file on a slow or broken disk?",
+                         path=str(path)) from None
     if proc.returncode != 0:
         reason = _first_error_line(proc.stderr).replace(f"file:{path}: ", "") or "not a media file ffprobe can read"
         raise InputError(f"{path}: not readable media ({reason}); give a video or audio file", path=str(path))
@@ -246,7 +247,7 @@ def probe(path: Path, *, timeout: float = 60) -> MediaInfo:
 
 
 def _first_error_line(text: str) -> str:
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 

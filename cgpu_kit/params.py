@@ -7,8 +7,9 @@ so a bound written here is the bound the CLI, the panel and the runtime enforce.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .exceptions import ParameterError
 

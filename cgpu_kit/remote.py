@@ -7,7 +7,6 @@ never the batch.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from .exceptions import ConnectionLostError, RemoteCommandError, RuntimeLostError
 from .runtime import layout
 from .transports.base import Transport, sh
-from .util import file_sha256
+from .util import file_sha256, last_json_line
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +77,9 @@ class RemoteBatch:
             "else echo '{\"state\": \"absent\"}'; fi"
         )
         result = self.transport.run(cmd, timeout=self.call_timeout)
-        for line in reversed(result.output.splitlines()):
-            line = line.strip()
-            if line.startswith("{") and line.endswith("}"):
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError:
-                    break
+        answer = last_json_line(result.output)
+        if answer is not None:
+            return answer
         if result.exit_code != 0 and "No module named" in result.output:
             raise RuntimeLostError("the shipped cgpu_kit is missing on the runtime (its set-up is gone)", output=result.output)
         raise ConnectionLostError("the status of the batch did not come back whole", output=result.output)

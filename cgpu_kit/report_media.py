@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import html
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .exceptions import InputError
 from .media import MediaInfo, find_ffmpeg, probe

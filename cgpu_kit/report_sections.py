@@ -65,7 +65,8 @@ def upscale_section(item: ItemResult, ctx: ReportContext) -> Preview:
     scale = ctx.result.metadata.get("params", {}).get("scale", "")
     cell = '<div style="display:inline-block;margin-right:6px">'
     body = (f'<div style="display:flex;gap:6px">'
-            f'{cell}<div style="{_LABEL}">input, bicubic x{html.escape(str(scale))}</div>{img(data_uri(before), "input crop, bicubic")}</div>'
+            f'{cell}<div style="{_LABEL}">input, bicubic '
+                f'x{html.escape(str(scale))}</div>{img(data_uri(before), "input crop, bicubic")}</div>'
             f'{cell}<div style="{_LABEL}">upscaled</div>{img(data_uri(after), "output crop")}</div></div>'
             f'<div style="{_LABEL}">{region["input_width"]}x{region["input_height"]} &rarr; '
             f'{region["output_width"]}x{region["output_height"]}; centre region {region["width"]}x{region["height"]} '

@@ -25,7 +25,7 @@ class Requirements:
     #: the pip extra of cgpu-kit that brings the modules locally, for error messages
     extra: str = ""
 
-    def __or__(self, other: "Requirements") -> "Requirements":
+    def __or__(self, other: Requirements) -> Requirements:
         def u(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
             return tuple(dict.fromkeys(a + b))
 
@@ -36,5 +36,5 @@ class Requirements:
             extra=",".join(dict.fromkeys(x for x in (*self.extra.split(","), *other.extra.split(",")) if x)),
         )
 
-    def covers(self, other: "Requirements") -> bool:
+    def covers(self, other: Requirements) -> bool:
         return all(set(getattr(other, f)) <= set(getattr(self, f)) for f in ("pip", "apt", "modules", "programs", "pip_no_deps"))

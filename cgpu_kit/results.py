@@ -114,7 +114,7 @@ class JobResult:
         each: which build made an output changes how it looks, so the summary says it."""
         return list(dict.fromkeys(i.metadata["tool"] for i in self.items if i.metadata.get("tool")))
 
-    def raise_for_status(self) -> "JobResult":
+    def raise_for_status(self) -> JobResult:
         """Raise a :class:`JobError` unless every item succeeded; return self otherwise."""
         if self.status is JobStatus.COMPLETED:
             return self
@@ -131,7 +131,7 @@ class JobResult:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobResult":
+    def from_dict(cls, data: dict[str, Any]) -> JobResult:
         """The result as :meth:`to_dict` wrote it (a finished job's ``result.json``)."""
         data = dict(data)
         data["status"] = JobStatus(data.get("status", "pending"))

@@ -55,13 +55,14 @@ def sample_clips(folder: Path, count: int = 3) -> list[Path]:
 
 def sample_inputs(job_type: str) -> list[Path]:
     """The bundled sample inputs of a job type, generated on first use in ``$CGPU_KIT_SAMPLES`` (default
-    ``~/.cache/cgpu_kit/samples``): what ``--samples`` and the panel's sample button use."""
+    ``$XDG_CACHE_HOME/cgpu_kit/samples``, ``~/.cache`` without it): what ``--samples`` and the panel's sample button use."""
     import os
 
     from .registry import job_class
     from .runtime.processor import load_processor
+    from .util import cache_dir
 
-    folder = Path(os.environ.get("CGPU_KIT_SAMPLES") or Path.home() / ".cache" / "cgpu_kit" / "samples") / job_type
+    folder = Path(os.environ.get("CGPU_KIT_SAMPLES") or cache_dir("samples")) / job_type
     if job_type == "stabilize":
         return sample_clips(folder)
     existing = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .exceptions import InputError
 
@@ -60,7 +61,7 @@ class Transcript:
     def text(self) -> str:
         return " ".join(s.text for s in self.segments).strip()
 
-    def normalized(self) -> "Transcript":
+    def normalized(self) -> Transcript:
         """A copy fit for every format: millisecond times inside ``[0, duration]``, never going back."""
         limit = _ms(self.duration) if self.duration else None
         out: list[Segment] = []
@@ -97,7 +98,7 @@ class Transcript:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Transcript":
+    def from_dict(cls, data: dict[str, Any]) -> Transcript:
         """Read our .json, or the reference ``whisper`` command's (same segment fields)."""
         segments = [
             Segment(float(s["start"]), float(s["end"]), str(s.get("text", "")),

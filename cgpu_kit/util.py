@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .exceptions import ParameterError
 
@@ -23,29 +27,30 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_copy(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` through a temporary file in the same folder, renamed only when complete."""
+@contextlib.contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """A temporary path beside ``dest`` to write to; renamed onto ``dest`` only when the block ends without
+    an error (removed otherwise), so a reader never meets a half-written file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, CHUNK)
+        yield Path(tmp)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_copy(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` through a temporary file in the same folder, renamed only when complete."""
+    with atomic_path(dest) as tmp, open(tmp, "wb") as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, CHUNK)
 
 
 def atomic_write_text(dest: Path, text: str) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(dest: Path, data: Any) -> None:
@@ -122,3 +127,45 @@ def real_path(path: Path) -> Path:
         return path.resolve()
     except (OSError, RuntimeError):
         return Path(os.path.normpath(path))
+
+
+def cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/cgpu_kit/...`` (``~/.cache`` without it): the one place the toolkit keeps per-user state."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache, "cgpu_kit", *parts)
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    """The last ``lines`` lines of a text file ('' when it cannot be read): what a log shows of a failure."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def kill_group(proc: subprocess.Popen, *, wait: bool = True) -> None:
+    """Kill a process started with ``start_new_session=True`` and all it started (its process group, even
+    when the leader has already exited); the process alone when the group cannot be signalled."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        if proc.poll() is None:
+            try:
+                proc.kill()
+            except OSError:
+                pass
+    if wait:
+        proc.wait()
+
+
+def last_json_line(text: str) -> dict[str, Any] | None:
+    """The last line of ``text`` that is a JSON object (a remote helper's answer after whatever a shell or a
+    terminal printed before it); ``None`` when there is none or it is garbled."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                return None
+    return None

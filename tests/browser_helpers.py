@@ -69,7 +69,7 @@ class JupyterLab:
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.load(response)
 
-    def __enter__(self) -> "JupyterLab":
+    def __enter__(self) -> JupyterLab:
         config, data, runtime = (self.home / n for n in ("config", "data", "runtime"))
         settings = config / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True)

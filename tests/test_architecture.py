@@ -11,9 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import register_plugin
 
 import cgpu_kit
-from conftest import register_plugin
 
 ROOT = Path(cgpu_kit.__file__).resolve().parent.parent
 RUNTIME = ROOT / "cgpu_kit" / "runtime"

@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from browser_helpers import CHROMIUM_FLAGS, JupyterLab, chromium_path, missing_for_browser_test
 from conftest import copy_as
 

@@ -8,12 +8,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-
 from cgpu_harness import FAKE, no_pwned  # tests/fakes is on sys.path (conftest)
 
 from cgpu_kit.exceptions import (  # noqa: E402
-    CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, RemoteCommandError, RuntimeLostError,
+    CallTimeoutError,
+    CgpuAuthError,
+    ConnectionLostError,
+    MissingDependencyError,
+    RemoteCommandError,
+    RuntimeLostError,
 )
 from cgpu_kit.requirements import Requirements  # noqa: E402
 from cgpu_kit.transports import get_transport  # noqa: E402
@@ -58,7 +61,8 @@ def test_when_the_fake_copies_then_it_strips_leading_dots_and_refuses_a_missing_
     dest = "../.." + str(fake_cgpu.root / "a.bin")
     out = fake("copy", str(src), dest)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["Authenticated as Test User <test@example.com>", f"Uploaded: a.bin → {fake_cgpu.root}/a.bin (2.0 KB)"]
+    assert out.stdout.splitlines() == ["Authenticated as Test User <test@example.com>",
+        f"Uploaded: a.bin → {fake_cgpu.root}/a.bin (2.0 KB)"]
     assert (fake_cgpu.root / "a.bin").read_bytes() == src.read_bytes()
     missing = fake("copy", str(src), str(fake_cgpu.root / "no" / "such" / "a.bin"))
     assert missing.returncode == 1 and not (fake_cgpu.root / "no").exists()

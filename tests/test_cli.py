@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cgpu_kit.cli import build_parser
 from conftest import copy_as
+
+from cgpu_kit.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 

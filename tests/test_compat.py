@@ -8,12 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import copy_as
+from media_checks import mean_shift, stream_info
 
 from cgpu_kit import JobError
 from cgpu_kit.compat import Transcriber, stabilize_video, transcribe_audio, upscale_image_with_cgpu, upscale_with_cgpu
 from cgpu_kit.subtitles import read_cues
-from conftest import copy_as
-from media_checks import mean_shift, stream_info
 
 SPEECH = "Please open the window. Thank you very much."
 
@@ -127,7 +127,8 @@ def test_when_the_job_fails_then_none_is_returned_with_the_reason_logged_and_str
         upscale_image_with_cgpu(broken, tmp_path / "big.png")
 
 
-def test_when_the_backend_comes_from_the_environment_then_the_clip_goes_through_cgpu(shaky_clip, tmp_path, fake_cgpu, fresh_manager, monkeypatch):
+def test_when_the_backend_comes_from_the_environment_then_the_clip_goes_through_cgpu(shaky_clip, tmp_path, fake_cgpu, fresh_manager,
+    monkeypatch):
     from cgpu_kit.manager import RetryPolicy
 
     fresh_manager.retry_policy = RetryPolicy(sleep=lambda s: None)

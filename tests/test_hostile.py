@@ -9,10 +9,11 @@ import os
 import subprocess
 from pathlib import Path
 
-import cgpu_kit
-from cgpu_kit import ItemStatus, JobStatus
 from conftest import copy_as
 from media_checks import stream_info
+
+import cgpu_kit
+from cgpu_kit import ItemStatus, JobStatus
 
 HOSTILE_TABLE: list[tuple[str, str, str]] = []
 
@@ -32,13 +33,15 @@ def test_when_a_batch_is_full_of_hostile_inputs_then_each_gets_a_clear_outcome_a
     cases["non-media file"] = d / "notes.mp4"
     cases["non-media file"].write_text("just text")
     faststart = tmp_path / "faststart.mp4"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(small), "-c", "copy", "-movflags", "+faststart", str(faststart)], check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(small), "-c", "copy", "-movflags", "+faststart", str(faststart)],
+        check=True)
     cases["truncated video (index at the end)"] = d / "truncated_a.mp4"
     cases["truncated video (index at the end)"].write_bytes(small.read_bytes()[: small.stat().st_size * 6 // 10])
     cases["truncated video (index first)"] = d / "truncated_b.mp4"
     cases["truncated video (index first)"].write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 6 // 10])
     cases["audio-only file"] = d / "voice.m4a"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(cases["audio-only file"])], check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac",
+        str(cases["audio-only file"])], check=True)
     cases["video without audio"] = copy_as(mute, d / "mute.mp4")
     cases["dimensions beyond the limit (max_pixels)"] = copy_as(big, d / "huge.mp4")
     cases["two inputs with the same name (1)"] = copy_as(small, d / "one" / "clip.mp4")

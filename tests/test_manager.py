@@ -6,30 +6,17 @@ from pathlib import Path
 
 from cgpu_kit import CGPUJobManager, ItemStatus, JobStatus, StabilizeJob
 from cgpu_kit.exceptions import ConnectionLostError, RemoteCommandError
-from cgpu_kit.manager import RetryPolicy
-from cgpu_kit.transports.local import LocalTransport
+from cgpu_kit.testing import FakeClock, MockTransport, fail_nth
 
 
-class RecordingTransport(LocalTransport):
-    """The local runtime, recording set-ups and calls, and failing the calls it is told to fail."""
+def failing_runs(times: int, error: BaseException) -> MockTransport:
+    """The local runtime behind a MockTransport whose first ``times`` commands fail with ``error``."""
+    return MockTransport(fail_nth("run", 1, error, times=times))
 
-    def __init__(self, *args, fail_runs: int = 0, fail_with=ConnectionLostError, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.setups = 0
-        self.calls: list[str] = []
-        self.fail_runs = fail_runs
-        self.fail_with = fail_with
 
-    def setup(self, requirements, *, timeout):
-        self.setups += 1
-        return super().setup(requirements, timeout=timeout)
-
-    def run(self, command, *, timeout):
-        self.calls.append(command)
-        if self.fail_runs:
-            self.fail_runs -= 1
-            raise self.fail_with("injected failure") if self.fail_with is ConnectionLostError else self.fail_with("injected", exit_code=7)
-        return super().run(command, timeout=timeout)
+def retry_waits(clock: FakeClock) -> list[float]:
+    """The retry back-offs among a fake clock's sleeps (polls sleep the transport's 0.25 s)."""
+    return [s for s in clock.sleeps if s >= 1.0]
 
 
 def test_the_manager_is_one_per_process():
@@ -37,7 +24,7 @@ def test_the_manager_is_one_per_process():
 
 
 def test_when_two_jobs_are_submitted_then_they_run_first_in_first_out_and_the_runtime_is_set_up_once(shaky_clip, tmp_path):
-    transport = RecordingTransport()
+    transport = MockTransport()
     clip = shaky_clip(width=160, height=120, frames=20, jitter=8)
     manager = CGPUJobManager()
     first = StabilizeJob([clip], tmp_path / "a", backend=transport, preset="ultrafast")
@@ -52,50 +39,50 @@ def test_when_two_jobs_are_submitted_then_they_run_first_in_first_out_and_the_ru
 
     assert [r.job_id for r in results] == [first.job_id, second.job_id] == order
     assert all(r.status is JobStatus.COMPLETED for r in results)
-    assert transport.setups == 1
+    assert transport.count("setup") == 1
     state = manager.sessions[transport.key]
     assert state.setups == 1 and state.initialised_at is not None
     assert not manager.queue
 
 
 def test_when_transport_calls_fail_twice_then_they_are_retried_with_exponential_backoff(shaky_clip, tmp_path):
-    waits: list[float] = []
     manager = CGPUJobManager()
-    manager.retry_policy = RetryPolicy(sleep=waits.append)
-    transport = RecordingTransport(fail_runs=2)
+    manager.pacing.clock = clock = FakeClock()
+    transport = failing_runs(2, ConnectionLostError("injected failure"))
 
-    result = manager.run(StabilizeJob([shaky_clip(width=160, height=120, frames=20, jitter=8)], tmp_path / "o", backend=transport, preset="ultrafast"))
+    result = manager.run(StabilizeJob([shaky_clip(width=160, height=120, frames=20, jitter=8)], tmp_path / "o", backend=transport,
+        preset="ultrafast"))
 
     assert result.status is JobStatus.COMPLETED, result.summary()
-    assert waits == [1.0, 2.0]
+    assert retry_waits(clock) == [1.0, 2.0]
     assert result.metadata["transport_retries"] == 2
 
 
 def test_when_the_transport_keeps_failing_then_the_job_fails_after_three_attempts_with_the_reason(shaky_clip, tmp_path):
-    waits: list[float] = []
     manager = CGPUJobManager()
-    manager.retry_policy = RetryPolicy(sleep=waits.append)
-    transport = RecordingTransport(fail_runs=3)
+    manager.pacing.clock = clock = FakeClock()
+    transport = failing_runs(3, ConnectionLostError("injected failure"))
 
     result = manager.run(StabilizeJob([shaky_clip(width=160, height=120, frames=20, jitter=8)], tmp_path / "o", backend=transport))
 
     assert result.status is JobStatus.FAILED
     assert "injected failure" in result.error
-    assert transport.calls[:3] == [transport.calls[0]] * 3 and "mkdir" in transport.calls[0]
-    assert waits == [1.0, 2.0]
+    runs = [c.target for c in transport.calls if c.method == "run"]
+    assert runs[:3] == [runs[0]] * 3 and "mkdir" in runs[0]
+    assert retry_waits(clock) == [1.0, 2.0]
     assert result.items[0].status is ItemStatus.FAILED and "injected failure" in result.items[0].error
 
 
 def test_when_a_remote_command_fails_then_it_is_not_retried(shaky_clip, tmp_path):
-    waits: list[float] = []
     manager = CGPUJobManager()
-    manager.retry_policy = RetryPolicy(sleep=waits.append)
-    transport = RecordingTransport(fail_runs=1, fail_with=RemoteCommandError)
+    manager.pacing.clock = clock = FakeClock()
+    transport = failing_runs(1, RemoteCommandError("injected", exit_code=7))
 
     result = manager.run(StabilizeJob([shaky_clip(width=160, height=120, frames=20, jitter=8)], tmp_path / "o", backend=transport))
 
     assert result.status is JobStatus.FAILED and "injected" in result.error
-    assert "mkdir" in transport.calls[0] and transport.calls.count(transport.calls[0]) == 1 and waits == []
+    runs = [c.target for c in transport.calls if c.method == "run"]
+    assert "mkdir" in runs[0] and runs.count(runs[0]) == 1 and retry_waits(clock) == []
 
 
 def test_when_an_item_runs_past_its_timeout_then_it_fails_alone(sleepy, shaky_clip, tmp_path):
@@ -108,13 +95,18 @@ def test_when_an_item_runs_past_its_timeout_then_it_fails_alone(sleepy, shaky_cl
     assert "timed out after" in result.items[0].error and "slow.mp4" in result.items[0].error
 
 
-def test_when_a_job_runs_past_its_timeout_then_it_ends_failed_and_its_log_is_kept(sleepy, shaky_clip, tmp_path):
+def test_when_a_job_runs_past_its_timeout_on_the_managers_clock_then_it_ends_failed_and_its_log_is_kept(sleepy, shaky_clip, tmp_path):
     from conftest import copy_as
 
     clip = shaky_clip(width=160, height=120, frames=20, jitter=8)
     inputs = [copy_as(clip, tmp_path / f"c{n}.mp4") for n in range(2)]
-    result = CGPUJobManager().run(sleepy(inputs, tmp_path / "o", seconds=60, timeout=3, workers=1))
+    manager = CGPUJobManager()
+    manager.pacing.clock = clock = FakeClock()  # the 30 s timeout passes on the manager's clock, not in real time
+    result = manager.run(sleepy(inputs, tmp_path / "o", seconds=600, timeout=30, workers=1))
     assert result.status is JobStatus.FAILED
-    assert "job timeout" in result.error
+    assert "timed out after 30s (the job timeout)" in result.error
+    # every wait was a poll interval of the local runtime, on the fake clock; past the timeout, the batch
+    # stopped within the grace period
+    assert set(clock.sleeps) == {0.25} and 30 < clock.now() < 30 + manager.pacing.stop_grace
     assert all(i.status is ItemStatus.FAILED for i in result.items)
     assert result.log_path and Path(result.log_path).exists()

@@ -16,10 +16,10 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
+from conftest import copy_as
 
 from cgpu_kit.jobs.stabilize import StabilizeJob
 from cgpu_kit.runtime import layout
-from conftest import copy_as
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = sorted((ROOT / "templates").glob("*.ipynb"))

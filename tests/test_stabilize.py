@@ -11,14 +11,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import copy_as
+from media_checks import mean_shift, stream_info
 
 import cgpu_kit
 from cgpu_kit import ItemStatus, JobStatus
 from cgpu_kit.exceptions import JobError, MissingDependencyError
 from cgpu_kit.jobs.stabilize import STABILIZE_PARAMS
 from cgpu_kit.runtime import stabilize as stab
-from conftest import copy_as
-from media_checks import mean_shift, stream_info
 
 
 def test_when_a_shaky_clip_is_stabilized_then_it_shakes_five_times_less_and_keeps_frames_and_audio(shaky_clip, tmp_path):
@@ -149,7 +149,8 @@ def test_the_two_passes_carry_every_parameter_and_never_read_stdin(tmp_path):
     vf_detect = detect[detect.index("-vf") + 1]
     vf_transform = transform[transform.index("-vf") + 1]
     assert vf_detect == "vidstabdetect=shakiness=7:accuracy=15:stepsize=6:result=transforms.trf:tripod=1"
-    assert vf_transform.startswith("vidstabtransform=input=transforms.trf:smoothing=22:zoom=1.5:optzoom=1:crop=keep:interpol=bilinear:tripod=1,unsharp=")
+    assert vf_transform.startswith(
+        "vidstabtransform=input=transforms.trf:smoothing=22:zoom=1.5:optzoom=1:crop=keep:interpol=bilinear:tripod=1,unsharp=")
     assert vf_transform.endswith("scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p")  # odd width made even for x264
     assert transform[transform.index("-crf") + 1] == "23" and transform[transform.index("-preset") + 1] == "fast"
     assert transform[transform.index("-c:a") + 1] == "aac"  # pcm cannot go into mp4: re-encoded

@@ -9,8 +9,23 @@ import pytest
 
 from cgpu_kit.exceptions import InputError
 from cgpu_kit.subtitles import (
-    Cue, Segment, Transcript, Word, check_cues, parse_json, parse_srt, parse_txt, parse_vtt, read_cues, same_cues,
-    timestamp, to_json, to_srt, to_txt, to_vtt, write,
+    Cue,
+    Segment,
+    Transcript,
+    Word,
+    check_cues,
+    parse_json,
+    parse_srt,
+    parse_txt,
+    parse_vtt,
+    read_cues,
+    same_cues,
+    timestamp,
+    to_json,
+    to_srt,
+    to_txt,
+    to_vtt,
+    write,
 )
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_as
 
 from cgpu_kit import JobStatus, MissingDependencyError, ParameterError, TranscribeJob
 from cgpu_kit.jobs.transcribe import check_params
@@ -19,7 +20,6 @@ from cgpu_kit.runtime.context import ItemContext, ItemTimeout, RuntimeItem
 from cgpu_kit.runtime.transcribe import OpenAIWhisperEngine, TranscribeProcessor, resolve_model
 from cgpu_kit.subtitles import parse_json, parse_srt, parse_txt, parse_vtt, read_cues, same_cues
 from cgpu_kit.transports.local import LocalTransport
-from conftest import copy_as
 
 SPEECH = "The quick brown fox jumps over the lazy dog. Please open the window. Thank you very much."
 VIDEO_SPEECH = "Please open the window. Thank you very much."

@@ -249,7 +249,8 @@ def _process_alone(tmp_path: Path, src: Path, streams: int) -> Path:
 
     processor = UpscaleProcessor(UPSCALE_PARAMS.resolve({"model": FAST, "scale": 2, "gpu": "cpu", "streams": streams}))
     try:
-        ctx = ItemContext(RuntimeItem("r0", src.name, src, 0, probe(src).to_dict()), tmp_path / f"ref{streams}", processor.params, timeout=600)
+        ctx = ItemContext(RuntimeItem("r0", src.name, src, 0, probe(src).to_dict()), tmp_path / f"ref{streams}", processor.params,
+            timeout=600)
         return processor.process(ctx)[0]
     finally:
         processor.close()

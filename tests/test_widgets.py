@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import copy_as
 
 from cgpu_kit import ItemStatus, JobStatus
-from conftest import copy_as
 
 pytest.importorskip("ipywidgets")
 
@@ -165,3 +165,42 @@ def test_when_cancel_is_clicked_then_the_batch_stops_and_finished_items_are_kept
         assert all(Path(o).is_file() for o in item.outputs) and bool(item.outputs) == (item.status is ItemStatus.DONE)
     assert "cancelled" in panel.message.value and ">cancelled<" in panel.table.value
     assert not panel.run_button.disabled and panel.cancel_button.disabled
+
+
+def test_when_an_earlier_run_left_its_batch_unfinished_then_the_panel_picks_it_up_as_the_cli_does(
+    sleepy, shaky_clip, tmp_path, monkeypatch, caplog,
+):
+    from cgpu_kit import CGPUJobManager
+    from cgpu_kit.remote import RemoteBatch
+
+    class Crash(BaseException):
+        """The process dies here."""
+
+    clips = [copy_as(shaky_clip(**TINY), tmp_path / "in" / f"clip {k}.mp4") for k in range(2)]
+    earlier = sleepy(clips, tmp_path / "out", seconds=0.1, workers=1)
+    launch = RemoteBatch.launch
+
+    def launch_then_die(self):
+        launch(self)
+        raise Crash()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RemoteBatch, "launch", launch_then_die)
+        with pytest.raises(Crash):
+            CGPUJobManager().run(earlier)
+    CGPUJobManager.reset()
+
+    panel = ControlPanel(job="sleepy")
+    panel.param_widgets["seconds"].value = 0.1  # the same parameters: the same items
+    panel.inputs.value = str(tmp_path / "in")
+    panel.out.value = str(tmp_path / "out")
+    with caplog.at_level("WARNING", logger="cgpu_kit.manager"):
+        panel.run_button.click()
+        result = panel.wait(120)
+
+    assert f"picking up job {earlier.job_id}" in caplog.text
+    assert result is not None and result.success, panel.message.value
+    # the earlier batch finished both on the runtime and was fetched: nothing is run again
+    assert all(i.status is ItemStatus.SKIPPED and "already done" in i.metadata.get("skipped", "")
+               for i in result.items), [(i.status, i.error) for i in result.items]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.bin")) == ["clip 0.bin", "clip 1.bin"]

@@ -11,7 +11,6 @@ from ..runtime.stabilize import PRESETS, STABILIZE_PARAMS  # noqa: F401 - known 
 from .base import CGPUJob
 
 
-
 class StabilizeJob(CGPUJob):
     """Stabilize each clip with vidstabdetect then vidstabtransform; audio is kept when present."""
 

@@ -25,10 +25,16 @@ from ..exceptions import InputError, ParameterError
 from ..media import MediaInfo
 from ..params import ParamSet
 from ..requirements import Requirements
-from ..util import write_json
 from ..runtime.transcribe_params import (  # noqa: F401 - known by these names here too
-    COMPUTE_TYPES, ENGINES, FASTER_MODELS, LANGUAGES, OPENAI_MODELS, TRANSCRIBE_PARAMS, CheckedParam,
+    COMPUTE_TYPES,
+    ENGINES,
+    FASTER_MODELS,
+    LANGUAGES,
+    OPENAI_MODELS,
+    TRANSCRIBE_PARAMS,
+    CheckedParam,
 )
+from ..util import write_json
 from .base import CGPUJob
 
 log = logging.getLogger(__name__)
@@ -207,7 +213,8 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
     elif engine == "openai-whisper" and model not in OPENAI_MODELS:
         raise ParameterError(
             f"model {model!r} is not one the openai-whisper engine knows: {', '.join(OPENAI_MODELS)}, or a .pt file"
-            + (" (Hugging Face repositories and distil models are for --engine faster-whisper)" if "/" in model or model.startswith("distil") else ""),
+            + (" (Hugging Face repositories and distil models are for --engine "
+                "faster-whisper)" if "/" in model or model.startswith("distil") else ""),
             name="model",
         )
     elif engine == "faster-whisper" and model not in FASTER_MODELS and not _REPO_ID.match(model):

@@ -8,13 +8,12 @@ from typing import Any, ClassVar
 
 from ..exceptions import InputError
 from ..media import MediaInfo
-from ..params import Param, ParamSet
+from ..params import ParamSet
 from ..requirements import Requirements
 from ..results import JobResult
-from ..runtime.upscale_engine import DEFAULT_MODEL, MODEL_NAMES, cpu_seconds, make_plan
 from ..runtime.upscale import TILES, UPSCALE_PARAMS  # noqa: F401 - known by these names here too
+from ..runtime.upscale_engine import DEFAULT_MODEL, cpu_seconds, make_plan
 from .base import CGPUJob
-from .stabilize import PRESETS
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,9 @@ class UpscaleJob(CGPUJob):
             extra="upscale",
         )
 
-    def _validate(self, path: Path) -> MediaInfo:
+    def validate(self, path: Path) -> MediaInfo:
         try:
-            return super()._validate(path)
+            return super().validate(path)
         except InputError as exc:
             # media.probe's hint names what most jobs take; this one takes pictures too
             message = str(exc).replace("; give a video or audio file", "; give an image (png, jpg, webp) or a video")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+
+from ..util import kill_group
 
 
 class ItemError(Exception):
@@ -120,9 +122,4 @@ class ItemContext:
         return b"".join(out_chunks).decode(errors="replace")
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.wait()
+_kill = kill_group

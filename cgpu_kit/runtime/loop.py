@@ -41,7 +41,8 @@ def load_items(work_dir: Path) -> tuple[list[RuntimeItem], dict[str, Any]]:
             (in_dir / batch.MANIFEST).unlink(missing_ok=True)
             marker.touch()
         for rec in manifest["items"]:
-            items.append(RuntimeItem(rec["item_id"], rec["name"], in_dir / rec["file"], rec["part"], rec.get("probe", {}), rec.get("sha256", "")))
+            items.append(RuntimeItem(rec["item_id"], rec["name"], in_dir / rec["file"], rec["part"], rec.get("probe", {}),
+                rec.get("sha256", "")))
     return items, header
 
 

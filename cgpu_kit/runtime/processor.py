@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from ..params import ParamSet
 from .context import ItemContext
 
+
 class Processor:
     """Base of the runtime side of a job type.
 

@@ -66,7 +66,8 @@ def audio_args(suffix: str, codec: str | None) -> list[str]:
     return ["-c:a", "aac", "-b:a", "192k"]
 
 
-def commands(ffmpeg: str, src: Path, dest: Path, params: dict[str, Any], probe: dict[str, Any], trf: str = "transforms.trf") -> list[list[str]]:
+def commands(ffmpeg: str, src: Path, dest: Path, params: dict[str, Any], probe: dict[str, Any],
+    trf: str = "transforms.trf") -> list[list[str]]:
     """The two ffmpeg command lines for one clip; ``trf`` is relative to the working folder they run in."""
     odd = bool((probe.get("width") or 0) % 2 or (probe.get("height") or 0) % 2)
     common = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]

@@ -94,8 +94,8 @@ def resolve_model(model: str) -> ResolvedModel:
         raise MissingDependencyError(
             f"model folder {model} does not exist on the runtime; give a folder that exists there, or a model name"
         )
-    from faster_whisper.utils import download_model
     import huggingface_hub.constants as hf
+    from faster_whisper.utils import download_model
 
     looked = []
     try:

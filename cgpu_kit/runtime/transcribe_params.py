@@ -6,8 +6,9 @@ parameters without importing the local side.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..exceptions import ParameterError
 from ..params import Param, ParamSet

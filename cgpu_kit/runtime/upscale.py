@@ -23,8 +23,21 @@ from .context import ItemContext, ItemError
 from .processor import Processor
 from .stabilize import PRESETS, audio_args, output_suffix
 from .upscale_engine import (  # noqa: F401 - the names the job side and the tests know this module by
-    CPU_MPIX_PER_S, CPU_TILE, DEFAULT_MODEL, MODEL_NAMES, MODELS, Device, Plan, Upscaler, _import_engine, choose_device,
-    cpu_seconds, list_vulkan_devices, make_plan, quiet_progress, resize_to,
+    CPU_MPIX_PER_S,
+    CPU_TILE,
+    DEFAULT_MODEL,
+    MODEL_NAMES,
+    MODELS,
+    Device,
+    Plan,
+    Upscaler,
+    _import_engine,
+    choose_device,
+    cpu_seconds,
+    list_vulkan_devices,
+    make_plan,
+    quiet_progress,
+    resize_to,
 )
 from .upscale_streams import StreamPool, choose_streams, window
 from .upscale_tiles import output_bytes, tile_grid, upscale_frame, upscale_pixels

@@ -25,8 +25,9 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from .context import ItemError
 from .upscale_engine import _PROGRESS_LINE, Device, Plan, Upscaler
@@ -144,7 +145,7 @@ class StreamPool:
         self._executor = cf.ThreadPoolExecutor(len(engines), thread_name_prefix="upscale-stream")
 
     @classmethod
-    def start(cls, plan: Plan, device: Device, streams: int, *, tile: int = 0, tta: bool = False) -> "StreamPool":
+    def start(cls, plan: Plan, device: Device, streams: int, *, tile: int = 0, tta: bool = False) -> StreamPool:
         """One engine in this process for one stream; ``streams`` engine processes otherwise, started side by side."""
         if streams == 1:
             return cls([Upscaler(plan, device, tile=tile, tta=tta)])

@@ -13,8 +13,9 @@ so that the engine reuses its buffers; a picture that fits in one call goes thro
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 #: input pixels of one engine call at most: a 1080p frame (1920x1088) still goes whole, as it always did
 MAX_CALL_PIXELS = 1920 * 1088

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import queue
-import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from ..media import find_ffprobe
+from ..util import kill_group
 from .context import ItemContext, ItemError
 from .stabilize import audio_args
+
 
 @dataclass(frozen=True)
 class VideoStream:
@@ -39,7 +40,8 @@ def video_stream(ctx: ItemContext, src: Path, fallback: dict[str, Any]) -> Video
     ffprobe = find_ffprobe()
     if ffprobe is None:
         fps = fallback.get("fps") or 25.0
-        return VideoStream(int(fallback["width"]), int(fallback["height"]), str(Fraction(fps).limit_denominator(1001)), fallback.get("frames"))
+        return VideoStream(int(fallback["width"]), int(fallback["height"]), str(Fraction(fps).limit_denominator(1001)),
+            fallback.get("frames"))
     out = ctx.run([
         ffprobe, "-v", "error", "-select_streams", "v:0", "-print_format", "json", "-show_streams", "--", "file:" + str(src),
     ], step="probe")
@@ -126,12 +128,7 @@ class _Pipe:
                 self.tail.append(line)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                self.proc.kill()
-        self.proc.wait()
+        kill_group(self.proc)
         self._drain.join(timeout=5)
 
     def wait(self, check: Callable[[], None]) -> int:
@@ -222,7 +219,8 @@ def stream_frames(
         )
         threads = [
             threading.Thread(target=_read_frames, args=(decoder.proc.stdout, frame_bytes, decoded, stop), name="upscale-read", daemon=True),
-            threading.Thread(target=_write_frames, args=(encoder.proc.stdin, to_encode, write_errors, stop), name="upscale-write", daemon=True),
+            threading.Thread(target=_write_frames, args=(encoder.proc.stdin, to_encode, write_errors, stop), name="upscale-write",
+                daemon=True),
         ]
         for t in threads:
             t.start()

@@ -148,6 +148,8 @@ def install(home: Path, bundle_sha: str, spec: dict) -> int:
     return 0 if error is None else 1
 
 
+# _alive and _tail are cgpu_kit.runtime.status's and cgpu_kit.util's, written again: this file runs before
+# cgpu_kit is unpacked and imports the standard library only
 def _alive(pid_file: Path) -> bool:
     try:
         os.kill(int(pid_file.read_text().strip()), 0)

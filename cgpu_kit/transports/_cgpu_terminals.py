@@ -16,11 +16,10 @@ second and left idle is the only one that could match.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
-from ..util import write_json
+from ..util import cache_dir, write_json
 
 #: seconds of slack on both sides of a window (process start ages are whole seconds)
 SLACK = 2
@@ -29,8 +28,7 @@ FORGET_AFTER = 86400.0
 
 
 def ledger_path() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "cgpu_kit" / "cgpu_killed_calls.json"
+    return cache_dir("cgpu_killed_calls.json")
 
 
 def note_killed(executable: str, started: float, killed: float) -> None:

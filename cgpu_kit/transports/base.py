@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import RemoteCommandError
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class CommandResult:
     def ok(self) -> bool:
         return self.exit_code == 0
 
-    def check(self, what: str) -> "CommandResult":
+    def check(self, what: str) -> CommandResult:
         if self.exit_code != 0:
             tail = "\n".join(self.output.strip().splitlines()[-20:])
             raise RemoteCommandError(
@@ -58,6 +59,8 @@ class Transport(abc.ABC):
     python: str = "python3"
     #: seconds between two polls of a running batch
     poll_interval: float = 2.0
+    #: what its own waits (a set-up in progress) sleep on; the manager gives it its pacing clock
+    clock: Clock = SYSTEM_CLOCK
     #: the runtime zips finished items for download at most this often (seconds)
     chunk_seconds: float = 30.0
 
@@ -81,10 +84,10 @@ class Transport(abc.ABC):
     def get(self, remote: str, local: Path, *, timeout: float) -> None:
         """Copy a runtime file to ``local`` atomically."""
 
-    def setup(self, requirements: "Requirements", *, timeout: float) -> None:
+    def setup(self, requirements: Requirements, *, timeout: float) -> None:  # noqa: B027 - optional: nothing to set up
         """Make the runtime able to run jobs needing ``requirements``; the manager calls it once per session."""
 
-    def is_set_up(self, requirements: "Requirements", *, timeout: float) -> bool:
+    def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
         """Whether the runtime still holds what :meth:`setup` did (a recycled runtime does not)."""
         return True
 
@@ -97,5 +100,5 @@ class Transport(abc.ABC):
         """Environment variables that commands running cgpu_kit's runtime modules need (PYTHONPATH...)."""
         return {}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most transports hold nothing
         """Release what the transport holds locally."""

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import os
 import posixpath
@@ -39,7 +38,6 @@ import re
 import secrets
 import selectors
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -48,20 +46,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..exceptions import (
-    CallRefusedError, CallTimeoutError, CgpuAuthError, ConnectionLostError, MissingDependencyError, ParameterError,
+    CallRefusedError,
+    CallTimeoutError,
+    CgpuAuthError,
+    ConnectionLostError,
+    MissingDependencyError,
+    ParameterError,
 )
-from ..requirements import Requirements
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
-from ..util import file_sha256
+from ..util import file_sha256, kill_group
 from . import _cgpu_terminals as terminals
 from ._cgpu_download import Downloads
+from ._cgpu_setup import BASE_REQUIREMENTS, SetUp  # noqa: F401 - known by this name here too
 from .base import CommandResult, Transport, sh
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_ROOT = "/content"
+
+
+def default_remote_root() -> str:
+    """The folder of job folders on a Colab runtime: ``$CGPU_KIT_REMOTE_ROOT``, or ``/content``."""
+    return os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
 #: the folder under the remote root holding the shipped cgpu_kit and its set-up marker (not hidden: the
 #: runtime's Jupyter server refuses to create hidden paths)
 HOME_NAME = "cgpu_kit_runtime"
@@ -70,8 +78,6 @@ INSTALL_HINT = (
     "git clone https://github.com/RohanAdwankar/cgpu && cd cgpu && npm install && npm run build && npm link; "
     "or point CGPU_BIN at the executable. Then run `cgpu status` once in a terminal to log in."
 )
-#: what the runtime needs to run any template, whatever the job type
-BASE_REQUIREMENTS = Requirements(pip=("papermill", "nbformat", "nbclient", "ipykernel", "tenacity", "tqdm"))
 #: cgpu's own words when it is not logged in: (text, what the user must do)
 LOGIN_NEEDED = (
     ("Missing Colab OAuth credentials", "cgpu has no Colab OAuth credentials: set COLAB_CLIENT_ID and "
@@ -171,14 +177,14 @@ def unframe(lines: list[str], token: str) -> _Frame:
     return _Frame(begun, None, body)
 
 
-class CgpuTransport(Downloads, Transport):
+class CgpuTransport(Downloads, SetUp, Transport):
     """Runs batches on the Colab runtime that ``cgpu`` reaches; remote paths live under ``remote_root``."""
 
     name = "cgpu"
     python = "python3"
 
     def __init__(self, remote_root: str | None = None) -> None:
-        root = remote_root or os.environ.get("CGPU_KIT_REMOTE_ROOT") or DEFAULT_REMOTE_ROOT
+        root = remote_root or default_remote_root()
         hidden = [part for part in root.split("/") if part.startswith(".") and part not in (".", "..")]
         if hidden:
             raise ParameterError(
@@ -198,7 +204,7 @@ class CgpuTransport(Downloads, Transport):
         #: once the end marker is in, cgpu gets this long to close before it is stopped
         self.close_grace = 10.0
         self.calls = 0
-        self._bundle: "Bundle | None" = None
+        self._bundle: Bundle | None = None
 
     # -- paths ----------------------------------------------------------------------------------------------
 
@@ -296,11 +302,7 @@ class CgpuTransport(Downloads, Transport):
 
     @staticmethod
     def _kill(proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
+        kill_group(proc)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
@@ -399,71 +401,3 @@ class CgpuTransport(Downloads, Transport):
         if have != want:
             raise ConnectionLostError(f"uploading {local.name} to {remote} in pieces did not arrive intact "
                                       f"(the runtime has {have or 'nothing'})")
-
-
-    # -- set-up -----------------------------------------------------------------------------------------------
-
-    def _spec(self, requirements: Requirements) -> tuple[Requirements, str]:
-        wanted = BASE_REQUIREMENTS | requirements
-        spec = {"pip": list(wanted.pip), "apt": list(wanted.apt), "modules": list(wanted.modules),
-                "programs": list(wanted.programs), "pip_options": list(wanted.pip_options),
-                "pip_no_deps": list(wanted.pip_no_deps)}
-        return wanted, base64.b64encode(json.dumps(spec).encode()).decode()
-
-    def _setup_call(self, mode: str, bundle_sha: str, encoded: str, *, timeout: float) -> dict:
-        zip_path = posixpath.join(self.home, "bundle.zip")
-        result = self.run(sh(self.python, zip_path, mode, self.home, bundle_sha, encoded), timeout=timeout)
-        for line in reversed(result.output.splitlines()):
-            if line.startswith("CGPUKIT_SETUP "):
-                return json.loads(line[len("CGPUKIT_SETUP "):])
-        raise ConnectionLostError(f"setting the runtime up: no answer from the set-up helper (exit {result.exit_code})",
-                                  output=result.output[-2000:])
-
-    def setup(self, requirements: Requirements, *, timeout: float) -> None:
-        """Ship this machine's cgpu_kit and install what the runtime lacks, detached, polling its progress."""
-        from ..bundle import build_bundle
-
-        deadline = time.monotonic() + timeout
-        bundle = self._bundle = build_bundle()
-        wanted, encoded = self._spec(requirements)
-        if self._marker_matches(wanted, bundle.sha256, timeout=min(timeout, 120)):
-            log.info("the runtime %s is already set up", self.remote_root)
-            return
-        self.put(bundle.path, posixpath.join(self.home, "bundle.zip"), timeout=max(60.0, 60 + bundle.size / 250e3))
-        answer = self._setup_call("setup", bundle.sha256, encoded, timeout=120)
-        while answer["state"] == "installing":
-            log.info("installing on the runtime: %s", answer.get("missing") or answer.get("log", "")[-200:])
-            if time.monotonic() > deadline:
-                raise CallTimeoutError(f"setting the runtime up did not finish within {timeout:.0f}s")
-            time.sleep(self.poll_interval)
-            answer = self._setup_call("state", bundle.sha256, encoded, timeout=120)
-        if answer["state"] == "failed":
-            raise MissingDependencyError(
-                f"setting the runtime up failed: {answer.get('error')}\n{answer.get('log', '')}".strip()
-            )
-        if answer["state"] == "dead":
-            raise ConnectionLostError("the set-up process died on the runtime; trying again", output=answer.get("log", ""))
-
-    def _marker_matches(self, wanted: Requirements, bundle_sha: str, *, timeout: float) -> bool:
-        marker = posixpath.join(self.home, "ready.json")
-        init = posixpath.join(self.home, "lib", "cgpu_kit", "__init__.py")
-        result = self.run(f"if [ -f {sh(init)} ] && [ -f {sh(marker)} ]; then cat {sh(marker)}; else echo '{{}}'; fi",
-                          timeout=timeout)
-        for line in reversed(result.output.splitlines()):
-            line = line.strip()
-            if line.startswith("{") and line.endswith("}"):
-                try:
-                    have = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                return have.get("bundle") == bundle_sha and all(
-                    set(getattr(wanted, k)) <= set(have.get(k, [])) for k in ("pip", "apt", "modules", "programs", "pip_no_deps")
-                )
-        raise ConnectionLostError("the set-up marker's check came back garbled", output=result.output)
-
-    def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
-        from ..bundle import build_bundle
-
-        wanted, _ = self._spec(requirements)
-        bundle = self._bundle or build_bundle()  # the code this session shipped, even if the sources moved on
-        return self._marker_matches(wanted, bundle.sha256, timeout=timeout)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from ..exceptions import CallTimeoutError, MissingDependencyError, RemoteCommandError
 from ..requirements import Requirements
-from ..util import atomic_copy, file_sha256
+from ..util import atomic_copy, cache_dir, file_sha256, kill_group
 from .base import CommandResult, Transport
 
 
@@ -20,8 +19,7 @@ def default_local_root() -> str:
     root = os.environ.get("CGPU_KIT_LOCAL_ROOT")
     if root:
         return root
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "cgpu_kit", "runtime")
+    return str(cache_dir("runtime"))
 
 
 class LocalTransport(Transport):
@@ -44,12 +42,10 @@ class LocalTransport(Transport):
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_group(proc, wait=False)
             out, _ = proc.communicate()
-            raise CallTimeoutError(f"local command did not finish within {timeout:.0f}s", output=out.decode(errors="replace"))
+            raise CallTimeoutError(f"local command did not finish within {timeout:.0f}s",
+                                   output=out.decode(errors="replace")) from None
         return CommandResult(proc.returncode, out.decode(errors="replace"))
 
     def put(self, local: Path, remote: str, *, timeout: float) -> bool:
@@ -84,5 +80,6 @@ class LocalTransport(Transport):
         absent = [p for p in requirements.programs if shutil.which(p) is None]
         if absent:
             raise MissingDependencyError(
-                f"the local runtime lacks the program(s) {', '.join(absent)} on PATH: install them (Debian: apt-get install {' '.join(absent)})"
+                f"the local runtime lacks the program(s) {', '.join(absent)} on PATH: install them (Debian: apt-get install "
+                    f"{' '.join(absent)})"
             )

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import cgpu_fake
+import pytest
 
 FAKE = Path(__file__).resolve().parent / "cgpu"
 
