@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+from test_report import rows
 
 from cgpu_kit import api
 from cgpu_kit.generated import click_times, make_click_track
-from test_report import rows
 
 SECONDS = 8.0
 

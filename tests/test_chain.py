@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_as
+from media_checks import mean_shift, stream_info
 
 import cgpu_kit
 from cgpu_kit import ItemStatus
-from conftest import copy_as
-from media_checks import mean_shift, stream_info
 
 TINY = dict(width=160, height=120, frames=24, jitter=8)
 
@@ -72,9 +72,9 @@ def test_a_chain_with_a_non_media_step_before_the_last_is_refused(shaky_pair, tm
 
 
 def test_when_an_item_is_run_again_on_the_runtime_then_its_finished_steps_are_not_redone(shaky_pair, tmp_path):
+    from cgpu_kit.media import probe
     from cgpu_kit.runtime.chain import ChainProcessor
     from cgpu_kit.runtime.context import ItemContext, RuntimeItem
-    from cgpu_kit.media import probe
 
     clip = shaky_pair[0]
     params = {"steps": ["stabilize", "encode"], "keep_steps": False,

@@ -7,13 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from media_checks import stream_info
 
 import cgpu_kit
 from cgpu_kit import api
-from cgpu_kit import ItemStatus
 from cgpu_kit.generated import make_test_card
 from cgpu_kit.runtime.encoders import NVENC, choose, nvenc_works
-from media_checks import stream_info
 
 
 def psnr(encoded: Path, master: Path) -> float:

@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+from media_checks import gray_frames, stream_info
 
 from cgpu_kit import api
 from cgpu_kit.generated import make_moving_clip
-from media_checks import gray_frames, stream_info
 
 
 def new_frames_between_neighbours(frames: np.ndarray) -> list[bool]:

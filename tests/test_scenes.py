@@ -8,11 +8,10 @@ from pathlib import Path
 
 import cv2
 import pytest
-
-from cgpu_kit import api
-from cgpu_kit import ItemStatus
-from cgpu_kit.generated import make_click_track, make_cut_clip
 from test_report import rows
+
+from cgpu_kit import ItemStatus, api
+from cgpu_kit.generated import make_click_track, make_cut_clip
 
 FPS, SHOT = 24, 18
 

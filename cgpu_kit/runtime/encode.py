@@ -12,8 +12,8 @@ from typing import Any
 from ..params import Param, ParamSet
 from . import encoders
 from .context import ItemContext, ItemError
-from .processor import Processor
 from .encoders import DEFAULT_QUALITY
+from .processor import Processor
 from .stabilize import PRESETS, audio_args
 
 

@@ -45,7 +45,7 @@ class Encoder:
         return asdict(self)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def encoders_of(ffmpeg: str) -> frozenset[str]:
     try:
         out = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-encoders"], stdin=subprocess.DEVNULL,
@@ -56,7 +56,7 @@ def encoders_of(ffmpeg: str) -> frozenset[str]:
                      if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "VAS")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nvenc_works(ffmpeg: str, encoder: str) -> tuple[bool, str]:
     """Encode one small frame with ``encoder``: the only sure test that a GPU with that encoder is there."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=gray:s=256x256:r=1",
