@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "run": "api", "stabilize": "api", "transcribe": "api", "upscale": "api",
+    "run": "api", "chain": "api", "stabilize": "api", "transcribe": "api", "upscale": "api",
     "CgpuAuthError": "exceptions", "CgpuKitError": "exceptions", "InputError": "exceptions",
     "JobError": "exceptions", "MissingDependencyError": "exceptions", "ParameterError": "exceptions",
     "TransportError": "exceptions",

@@ -57,6 +57,17 @@ upscale = shortcut("upscale")
 upscale.__doc__ = "Upscale images and videos with Real-ESRGAN (x2, x3 or x4)."
 
 
+def chain(steps: Iterable[str] | str, paths: Any, out_dir: str | os.PathLike[str], *, params: dict[str, dict[str, Any]] | None = None,
+          keep_steps: bool = False, backend: str = "local", **options: Any) -> JobResult:
+    """Run ``steps`` (job types, e.g. ``["stabilize", "upscale", "encode"]``) one after the other on each item, as
+    one batch: ``params`` maps a step to its parameters; ``keep_steps`` also delivers the intermediate outputs."""
+    steps = [s.strip() for s in steps.split(",")] if isinstance(steps, str) else list(steps)
+    import json
+
+    return run("chain", paths, out_dir, backend=backend, steps=steps, step_params=json.dumps(params or {}), keep_steps=keep_steps,
+               **options)
+
+
 def __getattr__(name: str) -> Callable[..., JobResult]:
     if not name.startswith("_") and name in job_types():
         return shortcut(name)

@@ -169,6 +169,8 @@ def _interrupt(*_: Any) -> None:
 
 def run_job_command(args: argparse.Namespace) -> int:
     cls = job_class(args.job_type)
+    if args.job_type == "chain" and not args.steps and args.inputs:  # `cgpu-kit chain stabilize,encode FILES`
+        args.steps = args.inputs.pop(0)
     inputs: list[str] = list(args.inputs)  # as typed: "./a.mp4" stays "./a.mp4" in messages
     if args.samples:
         inputs += [str(p) for p in sample_inputs(args.job_type)]

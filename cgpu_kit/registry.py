@@ -46,6 +46,11 @@ BUILTIN: dict[str, str] = {
     "stabilize": "cgpu_kit.jobs.stabilize:StabilizeJob",
     "transcribe": "cgpu_kit.jobs.transcribe:TranscribeJob",
     "upscale": "cgpu_kit.jobs.upscale:UpscaleJob",
+    "scenes": "cgpu_kit.jobs.scenes:ScenesJob",
+    "beats": "cgpu_kit.jobs.beats:BeatsJob",
+    "interpolate": "cgpu_kit.jobs.interpolate:InterpolateJob",
+    "encode": "cgpu_kit.jobs.encode:EncodeJob",
+    "chain": "cgpu_kit.jobs.chain:ChainJob",
 }
 
 

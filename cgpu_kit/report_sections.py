@@ -118,3 +118,6 @@ def transcribe_section(item: ItemResult, ctx: ReportContext) -> Preview:
             f'<div style="max-height:16em;overflow:auto;max-width:40em;font-size:13px">'
             f'{"".join(rows) or "<i>no speech found</i>"}</div>')
     return Preview(body, {"cues": len(lines), "word_confidences": has_p})
+
+
+from . import report_timelines  # noqa: E402,F401  (scenes, beats, encode, interpolate: time lines and what a file became)

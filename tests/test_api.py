@@ -16,7 +16,7 @@ def test_the_public_api_is_pinned():
     assert sorted(cgpu_kit.__all__) == sorted([
         "CGPUJob", "CGPUJobManager", "CgpuAuthError", "CgpuKitError", "InputError", "ItemResult", "ItemStatus",
         "JobError", "JobResult", "JobStatus", "MissingDependencyError", "ParameterError", "StabilizeJob",
-        "TranscribeJob", "TransportError", "UpscaleJob", "run", "stabilize", "transcribe", "upscale",
+        "TranscribeJob", "TransportError", "UpscaleJob", "chain", "run", "stabilize", "transcribe", "upscale",
     ])
     assert {s.name for s in JobStatus} >= {"PENDING", "RUNNING", "COMPLETED", "FAILED"}
 
