@@ -53,6 +53,20 @@ def copy_as(src: Path, dest: Path) -> Path:
     return dest
 
 
+def named_clips(shaky_clip, folder: Path, names: list[str], **opts) -> list[Path]:
+    """Different small shaky clips (``shaky_clip`` settings ``opts``) under the given (odd) names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for n, name in enumerate(names):
+        out.append(copy_as(shaky_clip(**opts, seed=n), folder / name))
+    return out
+
+
+def hidden_names(root: str) -> list[str]:
+    """Files and folders under ``root`` whose names start with a dot (a stock Jupyter server refuses them)."""
+    return [os.path.join(d, n) for d, dirs, files in os.walk(root) for n in dirs + files if n.startswith(".")]
+
+
 TESTS_DIR = Path(__file__).resolve().parent
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cgpu_harness import no_pwned  # tests/fakes is on sys.path (conftest)
+from conftest import named_clips  # noqa: E402
 
 import cgpu_kit
 from cgpu_kit.jobs.stabilize import StabilizeJob
@@ -27,13 +28,7 @@ def manager(fresh_manager):
 
 
 def clips(shaky_clip, folder: Path, names: list[str]) -> list[Path]:
-    """Different small shaky clips under the given (odd) names."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for n, name in enumerate(names):
-        (folder / name).write_bytes(shaky_clip(**CLIP, seed=n).read_bytes())
-        out.append(folder / name)
-    return out
+    return named_clips(shaky_clip, folder, names, **CLIP)
 
 
 def test_when_faults_hit_upload_launch_poll_and_download_then_the_batch_still_matches_the_local_runtime(

@@ -29,6 +29,8 @@ pytestmark = [
     pytest.mark.timeout(900),  # a batch is some 25 cgpu calls; node alone starts in seconds on a loaded machine
 ]
 
+from conftest import hidden_names, named_clips  # noqa: E402
+
 from cgpu_kit.exceptions import CallRefusedError, CgpuAuthError, ParameterError  # noqa: E402
 from cgpu_kit.jobs.stabilize import StabilizeJob  # noqa: E402
 from cgpu_kit.manager import CGPUJobManager, RetryPolicy  # noqa: E402
@@ -67,16 +69,8 @@ def runtime(colab, monkeypatch, fresh_manager):
 
 
 def clips(shaky_clip, folder: Path, names: list[str]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for n, name in enumerate(names):
-        (folder / name).write_bytes(shaky_clip(**CLIP, seed=n).read_bytes())
-        out.append(folder / name)
-    return out
+    return named_clips(shaky_clip, folder, names, **CLIP)
 
-
-def hidden_names(root: str) -> list[str]:
-    return [os.path.join(d, n) for d, dirs, files in os.walk(root) for n in dirs + files if n.startswith(".")]
 
 
 def settled_terminals(colab, seconds: float = 5.0) -> list[str]:

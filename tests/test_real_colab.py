@@ -29,6 +29,8 @@ pytestmark = [
     pytest.mark.timeout(600),
 ]
 
+from conftest import hidden_names, named_clips  # noqa: E402
+
 from cgpu_kit.exceptions import (  # noqa: E402
     CallRefusedError,
     CallTimeoutError,
@@ -78,16 +80,8 @@ def runtime(colab, monkeypatch, fresh_manager):
 
 
 def clips(shaky_clip, folder: Path, names: list[str]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for n, name in enumerate(names):
-        (folder / name).write_bytes(shaky_clip(**CLIP, seed=n).read_bytes())
-        out.append(folder / name)
-    return out
+    return named_clips(shaky_clip, folder, names, **CLIP)
 
-
-def hidden_names(root: str) -> list[str]:
-    return [os.path.join(d, n) for d, dirs, files in os.walk(root) for n in dirs + files if n.startswith(".")]
 
 
 def unassigned(runtime) -> int:
