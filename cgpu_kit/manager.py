@@ -142,6 +142,12 @@ class CGPUJobManager:
     def ensure_ready(self, state: SessionState, requirements: Requirements) -> None:
         """Set the runtime up for ``requirements`` unless this session already did (checked, not assumed)."""
         t = state.transport
+        if t.setup_travels:  # checked (and redone when missing) by the batch's first call: no call of its own
+            state.requirements = state.requirements | requirements
+            t.setup_on_next_batch(state.requirements, timeout=self.setup_timeout)
+            state.setups += state.initialised_at is None
+            state.initialised_at = state.initialised_at or time.time()
+            return
         if state.initialised_at is not None and state.requirements.covers(requirements):
             if t.is_set_up(state.requirements, timeout=120):
                 return

@@ -3,11 +3,21 @@
 Launching is idempotent (a running or finished batch is not started twice), polling reads files the batch
 writes as it goes, and fetching verifies size and sha256. A dropped connection therefore costs one call,
 never the batch.
+
+Calls are what a batch pays for (each ``cgpu`` call is seconds), so the batch's files are not sent one by one:
+``upload`` only stages them, and ``launch`` hands them all to :meth:`Transport.send_batch` with the launch
+command, which a Colab transport turns into one check, one copy and one verify-unpack-launch command. A poll
+waits on the runtime for something to happen (``Transport.poll_wait``) and brings finished chunks and, at the
+end, the logs inline, verified by sha256 (``Transport.inline_bytes``); ``fetch`` takes them from there.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +28,35 @@ from .util import file_sha256, last_json_line
 
 log = logging.getLogger(__name__)
 
+#: the logs a finished batch leaves in its work folder, brought home by ``download``
+LOGS = (layout.EXECUTED, layout.RUNTIME_LOG, layout.RESULTS, layout.STATUS)
+
+
+@dataclass
+class _Held:
+    """What this process holds of one remote batch between two calls: files staged for the launch, data that
+    came inline with a poll, and the final status of a finished batch (it no longer changes)."""
+
+    files: dict[str, tuple[Path, float]] = field(default_factory=dict)
+    check_free: Callable[[int | None], None] | None = None
+    inline: dict[str, bytes] = field(default_factory=dict)
+    absent: set[str] = field(default_factory=set)
+    finished: dict[str, Any] | None = None
+    finished_since: int = 0
+
+
+_HELD: dict[tuple[str, str], _Held] = {}
+
 
 class RemoteBatch:
     def __init__(self, transport: Transport, work_dir: str, *, call_timeout: float = 120.0) -> None:
         self.transport = transport
         self.work_dir = work_dir
         self.call_timeout = call_timeout
+
+    @property
+    def held(self) -> _Held:
+        return _HELD.setdefault((self.transport.key, self.work_dir), _Held())
 
     def path(self, *names: str) -> str:
         return layout.join(self.work_dir, *names)
@@ -37,7 +70,13 @@ class RemoteBatch:
         self.transport.run(sh("mkdir", "-p", "--", self.path(layout.PARTS)), timeout=self.call_timeout).check("creating the work folder")
 
     def upload(self, local: Path, name: str, *, timeout: float) -> bool:
-        return self.transport.put(local, self.path(name), timeout=timeout)
+        """Stage ``local`` to be sent with the launch (one batch of calls for all files); True: it will be."""
+        self.held.files[self.path(name)] = (local, timeout)
+        return True
+
+    def expect_space(self, check: Callable[[int | None], None]) -> None:
+        """``check(free_bytes)`` runs on the runtime's answer before anything staged is sent (it may refuse)."""
+        self.held.check_free = check
 
     def free_bytes(self) -> int | None:
         """Free bytes in the remote root, or None when the runtime cannot say."""
@@ -50,7 +89,8 @@ class RemoteBatch:
         return None
 
     def launch(self) -> str:
-        """Start the driver detached unless it runs or has finished; returns what the runtime said."""
+        """Send what is staged, then start the driver detached unless it runs or has finished (in the same
+        call where the transport allows); returns what the runtime said."""
         w = self.work_dir
         driver = self._python("cgpu_kit.runtime.driver", w)
         cmd = (
@@ -59,7 +99,16 @@ class RemoteBatch:
             f"elif [ -f {layout.PID} ] && kill -0 \"$(cat {layout.PID})\" 2>/dev/null; then echo running; "
             f"else nohup {driver} </dev/null >>{layout.RUNTIME_LOG} 2>&1 & echo $! >{layout.PID}; echo launched; fi"
         )
-        result = self.transport.run(cmd, timeout=self.call_timeout)
+        held = self.held
+        if held.files:
+            files = [(local, remote) for remote, (local, _) in held.files.items()]
+            timeout = self.call_timeout + sum(t for _, t in held.files.values())
+            result = self.transport.send_batch(files, dirs=[self.path(layout.PARTS)], check_free=held.check_free,
+                                               then=cmd, timeout=timeout)
+            held.files.clear()
+            held.finished = None
+        else:
+            result = self.transport.run(cmd, timeout=self.call_timeout)
         if result.exit_code == 3:
             raise RuntimeLostError(f"the work folder {w} is gone from the runtime", output=result.output)
         result.check("launching the batch")
@@ -68,17 +117,29 @@ class RemoteBatch:
                 return word
         raise ConnectionLostError("the launch command's answer was lost", output=result.output)
 
-    def poll(self, since: int = 0) -> dict[str, Any]:
+    def poll(self, since: int = 0, seen: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+        """The batch's status; ``seen``: the chunks already home (not waited for, not sent inline)."""
         direct = self.transport.read_status(self.work_dir, since)
         if direct is not None:
             return direct
+        held = self.held
+        if held.finished is not None and since >= held.finished_since:
+            return dict(held.finished, results=held.finished["results"][since - held.finished_since:])
+        wait = getattr(self.transport, "poll_wait", 0.0)
+        inline = getattr(self.transport, "inline_bytes", 0)
+        args = [self.work_dir, str(since), "--wait", f"{wait:g}", "--inline", str(inline),
+                "--skip", ",".join(sorted(seen))]
         cmd = (
-            f"if [ -d {sh(self.work_dir)} ]; then {self._python('cgpu_kit.runtime.status', self.work_dir, str(since))}; "
+            f"if [ -d {sh(self.work_dir)} ]; then {self._python('cgpu_kit.runtime.status', *args)}; "
             "else echo '{\"state\": \"absent\"}'; fi"
         )
-        result = self.transport.run(cmd, timeout=self.call_timeout)
+        result = self.transport.run(cmd, timeout=self.call_timeout + wait)
         answer = last_json_line(result.output)
         if answer is not None:
+            self._take_inline(result.output)
+            held.absent.update(answer.pop("absent_logs", []))
+            if answer.get("state") == "finished":
+                held.finished, held.finished_since = answer, since
             return answer
         if result.exit_code != 0 and "No module named" in result.output:
             raise RuntimeLostError("the shipped cgpu_kit is missing on the runtime (its set-up is gone)", output=result.output)
@@ -93,7 +154,36 @@ class RemoteBatch:
             return False
         raise ConnectionLostError("the runtime's answer was lost", output=result.output)
 
+    def _take_inline(self, output: str) -> None:
+        """Keep the files that came inline with a poll, each checked against its size and sha256."""
+        name, size, digest, lines = None, 0, "", []
+        for line in output.splitlines():
+            words = line.split()
+            if words[:1] == ["INLINE"] and len(words) == 4 and words[2].isdigit():
+                name, size, digest, lines = words[1], int(words[2]), words[3], []
+            elif words[:1] == ["INLINE_END"] and name is not None:
+                try:
+                    data = base64.b64decode("".join(lines), validate=True)
+                except ValueError:
+                    data = b""
+                if len(data) == size and hashlib.sha256(data).hexdigest() == digest:
+                    self.held.inline[name] = data
+                else:
+                    log.info("%s came inline damaged; it will be fetched", name)
+                name = None
+            elif name is not None:
+                lines.append(line.strip())
+
     def fetch(self, name: str, local: Path, *, sha256: str | None = None, timeout: float) -> Path:
+        data = self.held.inline.pop(name, None)
+        if data is not None and (sha256 is None or hashlib.sha256(data).hexdigest() == sha256):
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f".{local.name}.inline")
+            tmp.write_bytes(data)
+            tmp.replace(local)
+            return local
+        if name in self.held.absent:
+            raise RemoteCommandError(f"{self.path(name)}: no such file on the runtime", exit_code=2)
         try:
             self.transport.get(self.path(name), local, timeout=timeout)
         except RemoteCommandError:
@@ -112,3 +202,4 @@ class RemoteBatch:
 
     def remove(self) -> None:
         self.transport.run(sh("rm", "-rf", "--", self.work_dir), timeout=self.call_timeout).check("removing the work folder")
+        _HELD.pop((self.transport.key, self.work_dir), None)

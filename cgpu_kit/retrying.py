@@ -8,7 +8,7 @@ failure) is not. The waits sleep on the manager's clock, so tests assert them wi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,9 @@ class RetryingTransport(Transport):
         self.python = inner.python
         self.poll_interval = inner.poll_interval
         self.chunk_seconds = inner.chunk_seconds
+        self.poll_wait = inner.poll_wait
+        self.inline_bytes = inner.inline_bytes
+        self.setup_travels = inner.setup_travels
         self.remote_root = inner.remote_root
         self.retries = 0
 
@@ -84,6 +87,14 @@ class RetryingTransport(Transport):
 
     def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
         return self._call(self.inner.is_set_up, requirements, timeout=timeout)
+
+    def setup_on_next_batch(self, requirements: Requirements, *, timeout: float) -> None:
+        self.inner.setup_on_next_batch(requirements, timeout=timeout)
+
+    def send_batch(self, files: Sequence[tuple[Path, str]], *, dirs: Sequence[str],
+                   check_free: Callable[[int | None], None] | None, then: str, timeout: float) -> CommandResult:
+        """Retried whole: every step of a send skips what already arrived, and the launch is idempotent."""
+        return self._call(self.inner.send_batch, files, dirs=dirs, check_free=check_free, then=then, timeout=timeout)
 
     def runtime_env(self) -> dict[str, str]:
         return self.inner.runtime_env()

@@ -56,15 +56,15 @@ def job_file(job: CGPUJob, chunk_seconds: float) -> Path:
 
 
 def upload(job: CGPUJob, transport: Transport) -> None:
-    """Send the parts, the template and the job file; what the runtime already holds is not sent again."""
+    """Stage the parts, the template and the job file; the launch sends them together (and what the runtime
+    already holds is not sent again), after the runtime's free space is checked (:func:`check_free`)."""
     started = time.monotonic()
     remote = job.remote(transport)
-    remote.make_dirs()
-    job.check_space(transport)
+    remote.expect_space(lambda free: check_free(job, transport, free))
     parts = job.pack()
     for part in parts:
-        sent = remote.upload(part, f"{layout.PARTS}/{part.name}", timeout=job.transfer_timeout(part.stat().st_size))
-        log.info("%s %s (%.1f MB)", "uploaded" if sent else "already on the runtime:", part.name, part.stat().st_size / 1e6)
+        remote.upload(part, f"{layout.PARTS}/{part.name}", timeout=job.transfer_timeout(part.stat().st_size))
+        log.info("to send: %s (%.1f MB)", part.name, part.stat().st_size / 1e6)
     remote.upload(job.template_file(), layout.TEMPLATE, timeout=120)
     remote.upload(job.job_file(chunk_seconds=transport.chunk_seconds), layout.JOB_FILE, timeout=60)
     job.write_plan(transport)
@@ -92,6 +92,11 @@ def space_needed(job: CGPUJob) -> tuple[int, int]:
 
 def check_space(job: CGPUJob, transport: Transport) -> None:
     """Refuse a batch that cannot fit, before anything is sent."""
+    check_free(job, transport, job.remote(transport).free_bytes())
+
+
+def check_free(job: CGPUJob, transport: Transport, free_there: int | None) -> None:
+    """Refuse a batch that cannot fit here or in the runtime's ``free_there`` bytes (None: it cannot say)."""
     local_need, remote_need = job.space_needed()
     free_here = shutil.disk_usage(job.out_dir).free
     if free_here < local_need:
@@ -99,7 +104,6 @@ def check_space(job: CGPUJob, transport: Transport) -> None:
             f"{job.out_dir} has {_mb(free_here)} free but this batch needs about {_mb(local_need)}; "
             "free some space or choose another output folder"
         )
-    free_there = job.remote(transport).free_bytes()
     if free_there is not None and free_there < remote_need:
         raise DiskSpaceError(
             f"the runtime has {_mb(free_there)} free in {transport.remote_root} but this batch needs about "

@@ -52,11 +52,13 @@ def run_remote(job: CGPUJob, transport: Transport, *, deadline: float | None = N
     clock = pacing.clock
     started = clock.now()
     remote = job.remote(transport)
+    sending = time.monotonic()
     log.info("job %s: batch %s on %s", job.job_id, remote.launch(), transport.name)
+    job.timings["upload"] = round(job.timings.get("upload", 0) + time.monotonic() - sending, 3)
     watch = {"deadline": deadline or (started + job.timeout), "stop_sent": False, "relaunches": 0}
 
     def step() -> dict[str, Any] | None:
-        status = remote.poll(job.results_seen)
+        status = remote.poll(job.results_seen, job.chunks_done)
         absorb(job, status, transport)
         state = status["state"]
         if state == "absent":
@@ -91,7 +93,7 @@ def download(job: CGPUJob, transport: Transport) -> None:
     """Fetch what is left: last chunks, the results file, the executed notebook and the runtime log."""
     started = time.monotonic()
     remote = job.remote(transport)
-    status = remote.poll(job.results_seen)
+    status = remote.poll(job.results_seen, job.chunks_done)
     absorb(job, status, transport)
     logs = job.state_dir
     unreachable = False
@@ -142,7 +144,7 @@ def stop(job: CGPUJob, transport: Transport, *, pacing: Pacing | None = None) ->
     deadline = pacing.clock.now() + pacing.stop_grace
 
     def step() -> dict[str, Any] | None:
-        status = remote.poll(job.results_seen)
+        status = remote.poll(job.results_seen, job.chunks_done)
         absorb(job, status, transport)
         ended = status["state"] in ("finished", "absent", "dead", "uploaded")
         return status if ended or pacing.clock.now() >= deadline else None

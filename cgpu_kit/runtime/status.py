@@ -1,15 +1,27 @@
-"""``python -m cgpu_kit.runtime.status WORK_DIR [SINCE]``: one JSON line saying how a batch stands.
+"""``python -m cgpu_kit.runtime.status WORK_DIR [SINCE] [--wait S] [--inline BYTES] [--skip A,B]``: one JSON
+line saying how a batch stands.
 
 ``state`` is ``absent`` (no work folder: a recycled runtime), ``uploaded`` (never launched), ``running``,
 ``finished``, or ``dead`` (launched, not running, no status: the driver was killed). ``results`` holds the
 item records after the first ``SINCE``; ``ready`` the output parts that can be fetched, with size and sha256.
+
+Every call through a Colab client costs seconds, so a poll can do more than look: ``--wait`` holds the answer
+up to S seconds while the batch runs with no new chunk (chunks named in ``--skip`` are home already), and
+``--inline`` prints, before the JSON line, new chunks and, once the batch has finished, its logs, as
+``INLINE NAME SIZE SHA256``, base64 in 76-character lines and ``INLINE_END NAME``, up to BYTES in all; a file
+that does not fit is fetched with the transport's own download, and the logs missing on the runtime are
+named in ``absent_logs`` so that nobody asks for them.
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
+import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +76,55 @@ def status(work_dir: Path, since: int = 0) -> dict[str, Any]:
     return out
 
 
+def _print_inline(name: str, path: Path) -> int:
+    data = path.read_bytes()
+    sys.stdout.write(f"INLINE {name} {len(data)} {hashlib.sha256(data).hexdigest()}\n")
+    sys.stdout.write(base64.encodebytes(data).decode())
+    sys.stdout.write(f"INLINE_END {name}\n")
+    return len(data)
+
+
+def inline(work_dir: Path, answer: dict[str, Any], skip: set[str], budget: int) -> None:
+    """Print new chunks, then (a finished batch) its logs, inline while they fit in ``budget`` bytes."""
+    wanted = [(f"{layout.READY}/{name}", work_dir / layout.READY / name)
+              for name in sorted(answer["ready"]) if name not in skip]
+    if answer["state"] == "finished":
+        logs = (layout.EXECUTED, layout.RUNTIME_LOG, layout.RESULTS, layout.STATUS)
+        answer["absent_logs"] = [name for name in logs if not (work_dir / name).is_file()]
+        wanted += [(name, work_dir / name) for name in logs if (work_dir / name).is_file()]
+    for name, path in wanted:
+        try:
+            size = path.stat().st_size
+            if size <= budget:
+                budget -= _print_inline(name, path)
+        except OSError:
+            continue
+
+
+def wait_for_news(work_dir: Path, since: int, wait: float, skip: set[str]) -> dict[str, Any]:
+    """The status once the batch is no longer running, a new chunk is ready, or ``wait`` seconds passed."""
+    deadline = time.monotonic() + wait
+    while True:
+        answer = status(work_dir, since)
+        news = answer["state"] != "running" or set(answer.get("ready", {})) - skip
+        if news or time.monotonic() >= deadline:
+            return answer
+        time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    since = int(argv[1]) if len(argv) > 1 else 0
-    print(json.dumps(status(Path(argv[0]), since), sort_keys=True, default=str))
+    ap = argparse.ArgumentParser(prog="cgpu_kit.runtime.status")
+    ap.add_argument("work_dir", type=Path)
+    ap.add_argument("since", type=int, nargs="?", default=0)
+    ap.add_argument("--wait", type=float, default=0.0)
+    ap.add_argument("--inline", type=int, default=0)
+    ap.add_argument("--skip", default="")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    skip = {name for name in args.skip.split(",") if name}
+    answer = wait_for_news(args.work_dir, args.since, args.wait, skip)
+    if args.inline > 0 and answer["state"] != "absent":
+        inline(args.work_dir, answer, skip, args.inline)
+    print(json.dumps(answer, sort_keys=True, default=str), flush=True)
     return 0
 
 

@@ -29,6 +29,7 @@ from ..exceptions import CallRefusedError, CallTimeoutError, ConnectionLostError
 from ..requirements import Requirements
 from ..util import file_sha256
 from ..util import kill_group as util_kill_group
+from ._cgpu_send import BatchSending
 from .base import Transport, sh
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def absolute(path: str) -> str:
     return "/" + norm.lstrip("/")
 
 
-class ShellRuntimeTransport(Transport):
+class ShellRuntimeTransport(BatchSending, Transport):
     """A Colab runtime driven with short shell commands (``run``) and one-file uploads (``_copy``)."""
 
     python = "python3"
@@ -93,6 +94,10 @@ class ShellRuntimeTransport(Transport):
         super().__init__(absolute(root))
         self.poll_interval = env_float("CGPU_KIT_POLL_INTERVAL", 5.0)
         self.chunk_seconds = env_float("CGPU_KIT_CHUNK_SECONDS", 30.0)
+        #: a poll waits on the runtime up to this long for news (fewer calls; a cancel waits as long at most)
+        self.poll_wait = env_float("CGPU_KIT_POLL_WAIT", 20.0)
+        #: a poll brings this many bytes of finished chunks and logs inline (the rest: ``get``)
+        self.inline_bytes = int(env_float("CGPU_KIT_INLINE_BYTES", 8 << 20))
         #: no single upload sends more than this (a client holds a few times the file in memory)
         self.copy_piece_bytes = int(env_float("CGPU_KIT_COPY_PIECE_BYTES", 48 << 20))
         self.calls = 0
@@ -110,9 +115,14 @@ class ShellRuntimeTransport(Transport):
     def runtime_env(self) -> dict[str, str]:
         return {"PYTHONPATH": posixpath.join(self.home, "lib")}
 
+    def _send_one(self, local: Path, remote: str, *, deadline: float) -> str:
+        """One upload by the client, unverified (a refusal for good raises); returns what the client said."""
+        raise NotImplementedError
+
     def _copy(self, local: Path, remote: str, want: tuple[int, str], *, deadline: float) -> None:
         """One upload by the client, verified on the runtime afterwards (see :meth:`_verify`)."""
-        raise NotImplementedError
+        said = self._send_one(local, remote, deadline=deadline)
+        self._verify(local, remote, want, deadline=deadline, said=said)
 
     # -- uploads ----------------------------------------------------------------------------------------------
 
@@ -248,14 +258,18 @@ class ShellRuntimeTransport(Transport):
         for line in reversed(result.output.splitlines()):
             line = line.strip()
             if line.startswith("{") and line.endswith("}"):
-                try:
-                    have = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                kinds = ("pip", "apt", "modules", "programs", "pip_no_deps")
-                return have.get("bundle") == bundle_sha and all(
-                    set(getattr(wanted, k)) <= set(have.get(k, [])) for k in kinds)
+                return self._marker_says(line, wanted, bundle_sha)
         raise ConnectionLostError("the set-up marker's check came back garbled", output=result.output)
+
+    @staticmethod
+    def _marker_says(text: str | None, wanted: Requirements, bundle_sha: str) -> bool:
+        """Whether the marker's JSON ``text`` records this bundle and every requirement of ``wanted``."""
+        try:
+            have = json.loads(text or "{}")
+        except json.JSONDecodeError:
+            raise ConnectionLostError("the set-up marker's check came back garbled", output=text or "") from None
+        kinds = ("pip", "apt", "modules", "programs", "pip_no_deps")
+        return have.get("bundle") == bundle_sha and all(set(getattr(wanted, k)) <= set(have.get(k, [])) for k in kinds)
 
     def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
         from ..bundle import build_bundle

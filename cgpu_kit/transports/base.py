@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import shlex
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,15 @@ class CommandResult:
         return self
 
 
+def free_kib(df_output: str) -> int | None:
+    """Free bytes from ``df -Pk``'s last data line, or None when it printed none."""
+    for line in reversed(df_output.splitlines()):
+        fields = line.split()
+        if len(fields) >= 6 and fields[3].isdigit():
+            return int(fields[3]) * 1024
+    return None
+
+
 def sh(*argv: str | Path) -> str:
     """A shell command line in which every word is quoted: nothing in it is interpreted by the shell."""
     return " ".join(shlex.quote(str(a)) for a in argv)
@@ -63,6 +73,12 @@ class Transport(abc.ABC):
     clock: Clock = SYSTEM_CLOCK
     #: the runtime zips finished items for download at most this often (seconds)
     chunk_seconds: float = 30.0
+    #: a poll waits this long on the runtime for the batch to end or a chunk to be ready (0: answer at once)
+    poll_wait: float = 0.0
+    #: a poll brings finished chunks and logs up to this many bytes inline (0: each is fetched with ``get``)
+    inline_bytes: int = 0
+    #: the set-up is checked (and done when missing) by the next batch's first call, not by calls of its own
+    setup_travels: bool = False
 
     def __init__(self, remote_root: str) -> None:
         self.remote_root = remote_root.rstrip("/") or "/"
@@ -90,6 +106,27 @@ class Transport(abc.ABC):
     def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
         """Whether the runtime still holds what :meth:`setup` did (a recycled runtime does not)."""
         return True
+
+    def setup_on_next_batch(self, requirements: Requirements, *, timeout: float) -> None:
+        """For transports with ``setup_travels``: the next :meth:`send_batch` checks the set-up for
+        ``requirements`` in its first call and sets the runtime up when it is missing (a recycled runtime)."""
+        self.setup(requirements, timeout=timeout)
+
+    def send_batch(self, files: Sequence[tuple[Path, str]], *, dirs: Sequence[str],
+                   check_free: Callable[[int | None], None] | None, then: str, timeout: float) -> CommandResult:
+        """Create ``dirs``, let ``check_free`` see the free bytes of the remote root (it may refuse the batch
+        before anything is sent), send ``files`` (local, remote) and run ``then``; returns ``then``'s result.
+
+        This default costs a call per file; a transport whose calls are dear does it in a few calls whatever
+        the number of files."""
+        root = self.remote_root
+        result = self.run(f"mkdir -p -- {sh(*dirs)} {sh(root)} && df -Pk -- {sh(root)}", timeout=timeout)
+        result.check("creating the work folder")
+        if check_free is not None:
+            check_free(free_kib(result.output))
+        for local, remote in files:
+            self.put(local, remote, timeout=timeout)
+        return self.run(then, timeout=timeout)
 
     def read_status(self, work_dir: str, since: int) -> dict | None:
         """The batch's status read directly, for transports whose runtime shares this machine's files;

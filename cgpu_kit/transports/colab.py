@@ -297,13 +297,12 @@ class ColabTransport(ShellRuntimeTransport):
                 output="\n".join(body))
         return CommandResult(int(status), "\n".join(body))
 
-    def _copy(self, local: Path, remote: str, want: tuple[int, str], *, deadline: float) -> None:
-        """One ``colab upload``, verified on the runtime afterwards."""
+    def _send_one(self, local: Path, remote: str, *, deadline: float) -> str:
+        """One ``colab upload``; the caller verifies what arrived."""
         call = self._session_call(["upload", "--", str(local.absolute()), remote],
                                   timeout=max(deadline - time.monotonic(), 30.0), done="[colab] Uploaded ")
         self._refused(call, f"colab upload of {local.name} to {remote}")
-        self._verify(local, remote, want, deadline=deadline,
-                     said=f"colab upload exit {call.exit_code}: {call.said[-300:]}")
+        return f"colab upload exit {call.exit_code}: {call.said[-300:]}"
 
     @staticmethod
     def _refused(call: _Call, what: str) -> None:
