@@ -37,9 +37,10 @@ def test_when_faults_hit_upload_launch_poll_and_download_then_the_batch_still_ma
     """One batch, every kind of fault once, odd file names; nothing lost, nothing sent twice, same outputs."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CGPU_KIT_GET_CHUNK_BYTES", "4096")
+    monkeypatch.setenv("CGPU_KIT_INLINE_BYTES", "0")  # chunks come by the resumable download, not with the poll
     fake_cgpu.set_rules(
-        {"fault": "lose_end", "command": "copy", "match": "part_0000.zip"},           # upload: arrived, answer lost
-        {"fault": "never_starts", "command": "copy", "match": "template.ipynb"},      # upload: never started
+        {"fault": "lose_end", "command": "copy", "match": "incoming/batch-"},  # the batch's one copy: arrived, answer lost
+        {"fault": "never_starts", "command": "run", "match": "incoming"},      # the check before sending: never started
         {"fault": "lose_end", "command": "run", "match": "cgpu_kit.runtime.driver", "keep": 0},  # launch
         {"fault": "never_starts", "command": "run", "match": "cgpu_kit.runtime.status", "nth": 2},  # poll
         {"fault": "lose_end", "command": "run", "match": "cgpu_kit.runtime.status", "nth": 3},      # poll
@@ -69,15 +70,16 @@ def test_when_faults_hit_upload_launch_poll_and_download_then_the_batch_still_ma
     runtime_log = (job.state_dir / "runtime.log").read_text()
     assert len(re.findall(r"stabilize: 3 items", runtime_log)) == 1  # the lost launch answer started no second driver
     gets = [int(re.search(r"out_0000\.zip'? (\d+) ", c["text"]).group(1)) for c in fake_cgpu.calls()
-            if c["cmd"] == "run" and "out_0000.zip" in c["text"]]
+            if c["cmd"] == "run" and "out_0000.zip" in c["text"] and "runtime.status" not in c["text"]]
     assert gets[0] == 0 and gets[1] > 0  # the broken download resumed where it broke
     assert Path(remote.log_path).is_file() and not list(fake_cgpu.root.glob("job_*"))  # logs home, work folder removed
 
 
 def test_when_the_runtime_is_recycled_mid_batch_then_it_is_set_up_again_and_only_unfinished_items_run(
-    fake_cgpu, manager, shaky_clip, tmp_path,
+    fake_cgpu, manager, shaky_clip, tmp_path, monkeypatch,
 ):
     # recycled just as the second finished item is fetched: the first is home, the others are not
+    monkeypatch.setenv("CGPU_KIT_INLINE_BYTES", "0")
     fake_cgpu.set_rules({"fault": "recycle", "command": "run", "match": "out_0001.zip"})
     inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"])
     job = StabilizeJob(inputs, tmp_path / "out", backend="cgpu", preset="ultrafast", workers=1)
@@ -92,10 +94,10 @@ def test_when_the_runtime_is_recycled_mid_batch_then_it_is_set_up_again_and_only
     first_run = [i for i in delivered if i not in second_run]
     assert first_run == ["i0000"] and sorted(second_run) == ["i0001", "i0002"]
     assert len(second_run) == len(set(second_run)) and not set(first_run) & set(second_run)
-    parts = [c for c in fake_cgpu.calls() if c["cmd"] == "copy" and c.get("dest", "").endswith("part_0000.zip")]
-    assert len(parts) == 2
-    bundles = [c for c in fake_cgpu.calls() if c["cmd"] == "copy" and c.get("dest", "").endswith("bundle.zip")]
-    assert len(bundles) == 2  # the recycled runtime lost the shipped cgpu_kit; it was shipped again
+    sent = [c for c in fake_cgpu.calls() if c["cmd"] == "copy" and "/incoming/batch-" in c.get("dest", "")]
+    assert len(sent) == 2  # the batch's files (and the shipped cgpu_kit) travel in one copy, twice in all
+    setups = [c for c in fake_cgpu.calls() if c["cmd"] == "run" and "bundle.zip setup" in c.get("text", "")]
+    assert len(setups) == 2  # the recycled runtime lost the shipped cgpu_kit: the check found it, it was set up again
     for item in result.items:
         assert probe(Path(item.outputs[0])).frames == CLIP["frames"]
     assert json.loads((job.state_dir / "status.json").read_text())["exit_code"] == 0
@@ -140,11 +142,11 @@ def test_when_the_local_process_dies_after_launch_then_the_same_command_picks_th
 def test_when_the_runtime_refuses_an_upload_then_the_batch_ends_at_once_with_the_servers_words(
     fake_cgpu, manager, shaky_clip, tmp_path,
 ):
-    fake_cgpu.set_rules({"fault": "refuse", "command": "copy", "match": "part_0000.zip", "times": 99})
+    fake_cgpu.set_rules({"fault": "refuse", "command": "copy", "match": "incoming/batch-", "times": 99})
     inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4"])
     result = manager.run(StabilizeJob(inputs, tmp_path / "out", backend="cgpu", preset="ultrafast"))
     assert result.status is JobStatus.FAILED
-    assert "Cannot create file or directory" in result.error and "part_0000.zip" in result.error
+    assert "Cannot create file or directory" in result.error and "/incoming/batch-" in result.error
     assert "recycled" not in result.error
     assert fake_cgpu.fired() == [1]  # refused once, not retried
     assert result.metadata["transport_retries"] == 0

@@ -1,0 +1,94 @@
+"""How many client calls a batch costs through the stand-in cgpu: a few, whatever the number of clips or files.
+
+Each call of a Colab client costs seconds (node or Python starts, a login refresh, a websocket), so the goals
+(issue 12) are: at most 12 calls for a batch on a fresh runtime, at most 8 on a runtime already set up, the
+same count for 1 clip and for 10, and a queue of jobs on one runtime sets it up once.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import named_clips
+
+from cgpu_kit.jobs.stabilize import StabilizeJob
+from cgpu_kit.manager import CGPUJobManager, RetryPolicy
+from cgpu_kit.results import ItemStatus, JobStatus
+
+CLIP = dict(width=160, height=120, frames=20, jitter=8)
+FRESH, SET_UP = 12, 8
+
+
+@pytest.fixture
+def stand_in(fake_cgpu, fresh_manager, monkeypatch):
+    """The stand-in with the transport's real defaults: chunks every 30 s, polls that wait on the runtime
+    (longer than the default, so a slow test machine does not cost polls)."""
+    monkeypatch.setenv("CGPU_KIT_CHUNK_SECONDS", "30")
+    monkeypatch.setenv("CGPU_KIT_POLL_WAIT", "60")
+    fresh_manager.retry_policy = RetryPolicy(sleep=lambda s: None)
+    return fake_cgpu
+
+
+def batch(fake_cgpu, clips: list[Path], out: Path) -> list[dict]:
+    """Run one batch through the process's manager; the stand-in's calls it made, checked complete."""
+    before = len(fake_cgpu.calls())
+    result = CGPUJobManager().run(StabilizeJob(clips, out, backend="cgpu", preset="ultrafast"))
+    assert result.status is JobStatus.COMPLETED, (result.error, result.remote_log)
+    assert [i.status for i in result.items] == [ItemStatus.DONE] * len(clips)
+    assert sorted(p.name for p in out.glob("*.mp4")) == sorted(c.name for c in clips)
+    return fake_cgpu.calls()[before:]
+
+
+def setting_up(calls: list[dict]) -> list[dict]:
+    return [c for c in calls if c["cmd"] == "run" and "bundle.zip setup" in c.get("text", "")]
+
+
+def summary(calls: list[dict]) -> list[str]:
+    return [c["cmd"] + ": " + c.get("text", c.get("dest", ""))[:120] for c in calls]
+
+
+def test_when_a_batch_of_1_or_10_clips_runs_on_a_fresh_runtime_then_it_costs_the_same_few_calls(
+        stand_in, shaky_clip, tmp_path):
+    clips = named_clips(shaky_clip, tmp_path / "in", [f"c{n} x.mp4" for n in range(10)], **CLIP)
+    one = batch(stand_in, clips[:1], tmp_path / "one")
+    shutil.rmtree(stand_in.root / "cgpu_kit_runtime")  # the runtime is recycled: the next batch meets a bare one
+    CGPUJobManager.reset()
+    CGPUJobManager().retry_policy = RetryPolicy(sleep=lambda s: None)
+    ten = batch(stand_in, clips, tmp_path / "ten")
+
+    assert len(one) <= FRESH, summary(one)
+    assert len(ten) <= FRESH, summary(ten)
+    assert len(setting_up(one)) == len(setting_up(ten)) == 1  # each found the runtime bare and set it up
+    assert sum(c["cmd"] == "copy" for c in ten) == sum(c["cmd"] == "copy" for c in one) == 1
+
+
+def test_when_a_queue_of_two_jobs_runs_on_one_runtime_then_it_is_set_up_once_and_a_new_process_checks_it(
+        stand_in, shaky_clip, tmp_path):
+    clips = named_clips(shaky_clip, tmp_path / "in", [f"c{n}.mp4" for n in range(11)], **CLIP)
+    manager = CGPUJobManager()
+    before = len(stand_in.calls())
+    first = StabilizeJob(clips[:1], tmp_path / "q1", backend="cgpu", preset="ultrafast")
+    second = StabilizeJob(clips[1:], tmp_path / "q2", backend="cgpu", preset="ultrafast")
+    manager.submit(first)
+    manager.submit(second)
+    results = manager.process_queue()
+    assert [r.status for r in results] == [JobStatus.COMPLETED] * 2, [r.error for r in results]
+    calls = stand_in.calls()[before:]
+    launches = [n for n, c in enumerate(calls) if "cgpu_kit.runtime.driver" in c.get("text", "")]
+    assert len(launches) == 2
+    split = launches[0] + 1 + next(n for n, c in enumerate(calls[launches[0] + 1:]) if "rm -rf" in c.get("text", ""))
+    job1, job2 = calls[:split + 1], calls[split + 1:]
+    assert len(job1) <= FRESH, summary(job1)
+    assert len(job2) <= SET_UP, summary(job2)
+    assert len(setting_up(calls)) == 1 and not setting_up(job2)  # set up once for the queue
+    assert next(iter(manager.sessions.values())).setups == 1
+
+    # a new process meets the runtime set up: the set-up is checked in the batch's first call, not redone
+    CGPUJobManager.reset()
+    CGPUJobManager().retry_policy = RetryPolicy(sleep=lambda s: None)
+    again = batch(stand_in, clips[:1], tmp_path / "again")
+    assert len(again) <= SET_UP, summary(again)
+    assert not setting_up(again)
+    assert "cgpu_kit_runtime/ready.json" in again[0]["text"]  # checked, not assumed
