@@ -6,7 +6,10 @@ the pty stand-in (``tests/fakes/cgpu``) runs the same batches with no added late
 Nothing crosses a network here, so the real client's figures are lower bounds of what Colab costs.
 ``cgpu copy``'s peak memory (node's max RSS) is measured for files of several sizes.
 
-    python bench/bench_cgpu_real.py [--sizes 1 5] [--copy-mb 1 16 48] [--no-write]
+    python bench/bench_cgpu_real.py [--sizes 1 10 50] [--copy-mb 1 16 48] [--no-stand-in] [--json F] [--old F]
+
+``--json F`` saves the batches' figures; ``--old F`` puts such a file's figures (the same script run on an older
+cgpu_kit, e.g. ``git archive`` of the commit before into a folder, this script copied there) beside the new ones.
 
 Writes the "cgpu-real" section of bench/RESULTS.md (right after "cgpu-calls").
 """
@@ -14,6 +17,7 @@ Writes the "cgpu-real" section of bench/RESULTS.md (right after "cgpu-calls").
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -71,15 +75,19 @@ def copy_peak_mb(executable: Path, size_mb: int, work: Path, remote_root: str) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50])
     ap.add_argument("--copy-mb", type=int, nargs="+", default=[1, 16, 48])
+    ap.add_argument("--no-stand-in", action="store_true", help="only the real client")
+    ap.add_argument("--json", type=Path, help="save the batches' figures here")
+    ap.add_argument("--old", type=Path, help="figures of an older cgpu_kit (--json of it) to show beside")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     cgpu_dir, why = colab_runtime.real_cgpu_dir()
     if cgpu_dir is None:
         raise SystemExit(f"the real cgpu client is not available: {why}")
-    os.environ.update(CGPU_KIT_POLL_INTERVAL="0.5", CGPU_KIT_CHUNK_SECONDS="0", HF_HUB_OFFLINE="1")
+    os.environ.update(CGPU_KIT_POLL_INTERVAL="0.5", HF_HUB_OFFLINE="1")
+    os.environ.pop("CGPU_KIT_CHUNK_SECONDS", None)
     work = Path(tempfile.mkdtemp(prefix="bench_cgpu_real_"))
     colab = colab_runtime.ColabRuntime(work, cgpu_dir)
     rows, copies = [], []
@@ -93,13 +101,17 @@ def main(argv: list[str] | None = None) -> int:
             real = batch(clips[:size], work / f"out_real_{size}")
             colab.recycle(root)
             shutil.rmtree(root, ignore_errors=True)
-            stand_in = StandIn(work / f"standin_{size}", 0.0)
-            try:
-                fake = batch(clips[:size], work / f"out_fake_{size}")
-            finally:
-                stand_in.close()
+            fake = (0, 0.0)
+            if not args.no_stand_in:
+                stand_in = StandIn(work / f"standin_{size}", 0.0)
+                try:
+                    fake = batch(clips[:size], work / f"out_fake_{size}")
+                finally:
+                    stand_in.close()
             rows.append((size, real, fake))
             print(f"{size} clip(s): real {real[0]} calls {real[1]:.1f} s; stand-in {fake[0]} calls {fake[1]:.1f} s", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({str(size): [real, fake] for size, real, fake in rows}))
         root = "/tmp/bench_cgpu_real_copy"
         os.makedirs(root, exist_ok=True)
         for mb in args.copy_mb:
@@ -121,11 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         "No network lies between them, so these are lower bounds: on Colab each call also pays its round trips to "
         "Google and the runtime (the `cgpu-calls` section above models that with 2 s a call).",
         "",
-        "| clips | real cgpu: calls | real cgpu: wall | real: s per call | stand-in: calls | stand-in: wall |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| clips | real cgpu: calls | real cgpu: wall | real: s per call | stand-in: calls | stand-in: wall "
+        "| before (older cgpu_kit): real calls | before: real wall |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    old = json.loads(args.old.read_text()) if args.old else {}
     for size, (rc, rw), (fc, fw) in rows:
-        lines.append(f"| {size} | {rc} | {rw:.1f} s | {rw / rc:.2f} | {fc} | {fw:.1f} s |")
+        oc, ow = old.get(str(size), [[None, None]])[0]
+        lines.append(f"| {size} | {rc} | {rw:.1f} s | {rw / rc:.2f} | {fc or '-'} | {f'{fw:.1f} s' if fc else '-'} "
+                     f"| {oc if oc is not None else '-'} | {f'{ow:.1f} s' if ow is not None else '-'} |")
     lines += [
         "",
         "`cgpu copy` memory: node reads the whole file, then holds its base64 and the JSON body at once "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import logging
 import os
 import platform
@@ -78,7 +79,9 @@ def startup(argv: list[str], runs: int = 3) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50])
+    ap.add_argument("--json", type=Path, help="save the batches' figures here")
+    ap.add_argument("--old", type=Path, help="figures of an older cgpu_kit (--json of it) to show beside")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     python, why = colab_client.real_colab_python()
     if python is None:
         raise SystemExit(f"the real colab client is not available: {why}")
-    os.environ.update(CGPU_KIT_POLL_INTERVAL="0.5", CGPU_KIT_CHUNK_SECONDS="0")
+    os.environ.update(CGPU_KIT_POLL_INTERVAL="0.5")
+    os.environ.pop("CGPU_KIT_CHUNK_SECONDS", None)
     work = Path(tempfile.mkdtemp(prefix="bench_colab_calls_"))
     stand_in = colab_runtime.ColabRuntime(work, cgpu_dir)
     client = colab_client.ColabClient(stand_in, python)
@@ -112,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                 calls, wall = figures[backend]
                 print(f"{size} clip(s) via {backend}: {calls} calls, {wall:.1f} s", flush=True)
             rows.append((size, figures["cgpu"], figures["colab"]))
+        if args.json:
+            args.json.write_text(json.dumps({str(size): [c, k] for size, c, k in rows}))
         starts = (startup(["node", str(colab_runtime.entry_point(cgpu_dir)), "--help"]),
                   startup([str(python), "-c", "import colab_cli.cli, colab_cli.commands.execution"]))
     finally:
@@ -129,11 +135,16 @@ def main(argv: list[str] | None = None) -> int:
         "bounds; on Colab every call also pays round trips to Google and the runtime. The colab figures include its "
         "`new` and `stop` (a runtime per batch, released at the end).",
         "",
-        "| clips | cgpu: calls | cgpu: wall | cgpu: s per call | colab: calls | colab: wall | colab: s per call |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| clips | cgpu: calls | cgpu: wall | cgpu: s per call | colab: calls | colab: wall | colab: s per call "
+        "| before: cgpu calls | before: colab calls |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    old = json.loads(args.old.read_text()) if args.old else {}
     for size, (cc, cw), (kc, kw) in rows:
-        lines.append(f"| {size} | {cc} | {cw:.1f} s | {cw / cc:.2f} | {kc} | {kw:.1f} s | {kw / kc:.2f} |")
+        before = old.get(str(size), [[None], [None]])
+        lines.append(f"| {size} | {cc} | {cw:.1f} s | {cw / cc:.2f} | {kc} | {kw:.1f} s | {kw / kc:.2f} "
+                     f"| {before[0][0] if before[0][0] is not None else '-'} "
+                     f"| {before[1][0] if before[1][0] is not None else '-'} |")
     lines += [
         "",
         "colab calls by command over all its batches: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + ". "
