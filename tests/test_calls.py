@@ -92,3 +92,18 @@ def test_when_a_queue_of_two_jobs_runs_on_one_runtime_then_it_is_set_up_once_and
     assert len(again) <= SET_UP, summary(again)
     assert not setting_up(again)
     assert "cgpu_kit_runtime/ready.json" in again[0]["text"]  # checked, not assumed
+
+
+def test_when_the_runtime_is_recycled_between_two_polls_then_the_next_check_finds_it_bare_and_the_rest_is_redone(
+        stand_in, fresh_manager, shaky_clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("CGPU_KIT_CHUNK_SECONDS", "0")  # a chunk per item: the first poll brings the first one inline
+    stand_in.set_rules({"fault": "recycle", "command": "run", "match": "cgpu_kit.runtime.status", "nth": 2})
+    clips = named_clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"], **CLIP)
+    job = StabilizeJob(clips, tmp_path / "out", backend="cgpu", preset="ultrafast", workers=1)
+    result = fresh_manager.run(job)
+
+    assert result.status is JobStatus.COMPLETED, (result.error, result.remote_log)
+    assert stand_in.fired() == [1]
+    assert [i.status for i in result.items] == [ItemStatus.DONE] * 3
+    assert next(iter(fresh_manager.sessions.values())).setups == 2
+    assert len(setting_up(stand_in.calls())) == 2  # the check after the recycle found no set-up: it was redone
