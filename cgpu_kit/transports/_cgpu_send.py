@@ -18,7 +18,6 @@ A zip or file that did not arrive intact makes the land command exit 4: a retrya
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import posixpath
