@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         f"against {starts[0]:.2f} s for node to start cgpu (`--help`). The rest of a colab call is its own work: an "
         "`exec` checks the session, opens a websocket to the kernel and runs the client's prelude (`os.chdir`) "
         "before the snippet, and the client often lingers 10 s after its output (a reader thread), which the "
-        "transport cuts to 1.5 s once its end marker is in. A fetched file is two calls (an `exec` for its size and "
+        "transport cuts to 1.5 s once its end marker is in. Finished chunks and the logs come inline with the polls "
+        "(each verified by size and sha256); a file too large for that is two calls (an `exec` for its size and "
         "sha256, then `colab download`), where cgpu prints verified base64 through its terminal in one; `new` and "
         "`stop` add two per batch.",
     ]
