@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: a part holds at most this many bytes of inputs (it travels through the scheduler's network as one message)
 PART_BYTES = 256 << 20
+#: parts cut per slot: more parts spread the work better and cost less when a worker is lost; each part pays
+#: one kernel start
+PARTS_PER_SLOT = 2
 NO_ADDRESS = ("no Dask scheduler given: pass --scheduler ADDRESS (Python: scheduler=ADDRESS), use --backend "
               "dask:ADDRESS, or set DASK_SCHEDULER_ADDRESS (or Dask's `scheduler-address` setting); "
               "--backend dask:local starts a cluster on this machine")
@@ -173,10 +176,10 @@ def close_all() -> None:
 
 
 def cut_parts(job: CGPUJob, slots: int) -> list[Path]:
-    """Zip the pending items into parts: about two per slot (a lost worker costs little, a part's kernel start
+    """Zip the pending items into parts: about :data:`PARTS_PER_SLOT` per slot (a lost worker costs little, a part's kernel start
     is paid a few times only), none over :data:`PART_BYTES`."""
     pending = job.pending
-    per_part = max(1, math.ceil(len(pending) / max(1, 2 * slots)))
+    per_part = max(1, math.ceil(len(pending) / max(1, PARTS_PER_SLOT * slots)))
     groups: list[list[Any]] = []
     for item in pending:
         if not groups or len(groups[-1]) >= per_part or sum(i.size for i in groups[-1]) + item.size > PART_BYTES:
@@ -202,7 +205,7 @@ def take_message(job: CGPUJob, message: dict[str, Any], device: str) -> list[str
     """
     import hashlib
 
-    name = f"part{message['part']:04d}_{message['chunk']}"
+    name = message["chunk"]  # unique to the part's run: a part run again after a lost worker sends new names
     if name in job.chunks_done:
         return []
     data = message["data"]

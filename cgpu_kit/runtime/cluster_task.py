@@ -153,7 +153,7 @@ def _send_chunks(work_dir: Path, queue: Any, part_index: int, worker: str, sent:
             continue
         path = work_dir / layout.READY / layout.ready_name(rec["chunk"])
         data = path.read_bytes()
-        queue.put({"part": part_index, "chunk": path.name, "sha256": file_sha256(path), "data": data,
+        queue.put({"part": part_index, "chunk": f"{work_dir.name}_{path.name}", "sha256": file_sha256(path), "data": data,
                    "items": rec["items"], "worker": worker})
         sent.add(rec["chunk"])
         path.unlink()
