@@ -119,7 +119,11 @@ class DaskRuntime:
             return None
 
     def _workers(self) -> dict[str, dict[str, Any]]:
-        return dict(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        try:
+            info = self.client.scheduler_info(n_workers=-1)  # every worker, not the first few (2025.1 and later)
+        except TypeError:
+            info = self.client.scheduler_info()
+        return dict(info.get("workers", {}))
 
     def gpu_slots(self) -> int:
         """Parts that GPU workers (``--resources GPU=N``) can run at once."""

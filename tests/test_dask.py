@@ -186,3 +186,29 @@ def test_when_no_scheduler_is_given_anywhere_then_the_cli_says_the_three_ways_an
     assert not (tmp_path / "out").exists()
     with dask.config.set({"scheduler-address": "tcp://10.0.0.7:8786"}):
         assert scheduler_address("dask") == "tcp://10.0.0.7:8786"
+
+
+def test_when_a_batch_is_interrupted_then_what_came_back_is_kept_and_the_same_call_again_does_only_the_rest(
+        sleepy, local_cluster, shaky_clip, tmp_path, monkeypatch):
+    monkeypatch.setattr(cluster, "PARTS_PER_SLOT", 1)
+    files = named_clips(shaky_clip, tmp_path / "in", [f"take {n}.mp4" for n in range(4)])
+    backend = f"dask:{local_cluster.scheduler_address}"
+    job = sleepy(files, tmp_path / "out", backend=backend, params={"seconds": 2.0}, workers=1)
+
+    def ctrl_c(job, item) -> None:
+        raise KeyboardInterrupt  # as if typed while the first item was delivered
+
+    job.on_item = ctrl_c
+    manager = CGPUJobManager()
+    with pytest.raises(KeyboardInterrupt):
+        manager.run(job)
+    first = manager.results[job.job_id]
+    done = {Path(i.input_path).name for i in first.items if i.status is ItemStatus.DONE}
+    assert done and {i.status for i in first.items} <= {ItemStatus.DONE, ItemStatus.CANCELLED}
+    assert len(done) < len(files)
+
+    again = run("sleepy", files, tmp_path / "out", backend=backend, params={"seconds": 0.0})
+    assert again.success
+    assert {Path(i.input_path).name for i in again.items if i.status is ItemStatus.SKIPPED} == done
+    for f in files:
+        assert (tmp_path / "out" / (f.stem + ".bin")).read_bytes() == f.read_bytes()
