@@ -207,7 +207,7 @@ def test_when_a_batch_is_interrupted_then_what_came_back_is_kept_and_the_same_ca
     assert done and {i.status for i in first.items} <= {ItemStatus.DONE, ItemStatus.CANCELLED}
     assert len(done) < len(files)
 
-    again = run("sleepy", files, tmp_path / "out", backend=backend, params={"seconds": 0.0})
+    again = run("sleepy", files, tmp_path / "out", backend=backend, params={"seconds": 2.0})
     assert again.success
     assert {Path(i.input_path).name for i in again.items if i.status is ItemStatus.SKIPPED} == done
     for f in files:
