@@ -55,7 +55,7 @@ def main() -> None:
         clips = [make_shaky_clip(root / "in" / f"clip {n:02d}.mp4", seed=n) for n in range(args.clips)]
         started = time.perf_counter()
         cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")
         cluster_start = time.perf_counter() - started
         local, dask = [], []
         try:
