@@ -58,10 +58,12 @@ def main() -> None:
                                            dashboard_address=":0")
         cluster_start = time.perf_counter() - started
         local, dask = [], []
+        loads = [os.getloadavg()[0]]
         try:
             for r in range(args.rounds):
                 local.append(timed_batch(clips, root / f"local{r}"))
                 dask.append(timed_batch(clips, root / f"dask{r}", backend="dask", scheduler=cluster.scheduler_address))
+                loads.append(os.getloadavg()[0])
                 print(f"round {r + 1}: local {local[-1]:.1f}s, dask {dask[-1]:.1f}s", flush=True)
         finally:
             close_all()
@@ -73,7 +75,8 @@ def main() -> None:
 {args.clips} small shaky clips (cgpu_kit.samples, 2.4 s each), default parameters, {args.rounds} round(s),
 the two sides alternating in one run; median wall time of `cgpu_kit.run("stabilize", ...)`. Machine:
 {os.cpu_count()} cores ({platform.machine()}), {time.strftime('%Y-%m-%d')}; the cluster started once
-({cluster_start:.1f} s, not counted).
+({cluster_start:.1f} s, not counted). Load average (1 min) during the run: {min(loads):.1f} to {max(loads):.1f}
+on {os.cpu_count()} cores: above the core count, other work shared the machine and the figures are rough.
 
 | backend | wall time (median) | rounds |
 |---|---|---|
