@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .cluster import backend_name
 from .exceptions import ParameterError
 from .manager import CGPUJobManager
 from .registry import job_class, job_types
@@ -16,12 +17,17 @@ from .results import JobResult
 
 
 def run(job_type: str, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], out_dir: str | os.PathLike[str],
-        *, backend: str = "local", **options: Any) -> JobResult:
+        *, backend: str = "local", scheduler: str | None = None, **options: Any) -> JobResult:
     """Run one batch of ``job_type`` through the process's manager and return its result.
+
+    ``backend="dask"`` runs it on a Dask cluster: ``scheduler`` is its address (else ``DASK_SCHEDULER_ADDRESS``
+    or Dask's ``scheduler-address`` setting; docs/dask.md).
 
     Wrong arguments raise :class:`ParameterError` (an empty list of inputs too, as the CLI refuses it) before
     anything runs; whatever happens, the output folder's lock is released when this returns or raises.
     """
+    if isinstance(backend, str):
+        backend = backend_name(backend, scheduler)
     job = job_class(job_type)(paths, out_dir, backend=backend, **options)
     if not job.inputs:
         raise ParameterError(f"no inputs: give {job_type} at least one file", name="inputs")

