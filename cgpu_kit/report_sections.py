@@ -13,7 +13,7 @@ import html
 import json
 from pathlib import Path
 
-from .media import MediaInfo, probe
+from .media import MediaInfo, probe, quick_probe
 from .report import Preview, ReportContext, register_section
 from .report_media import THUMB_HEIGHT, crop_pair, data_uri, img, shift_plot, strip
 from .results import ItemResult
@@ -48,7 +48,7 @@ def stabilize_section(item: ItemResult, ctx: ReportContext) -> Preview:
     from .motion import measure
 
     source, output = _existing(item.input_path), _existing(item.outputs[0])
-    src_info, out_info = _probed(item, source), probe(output)
+    src_info, out_info = _probed(item, source), quick_probe(output)
     sheet = (f'<div style="{_LABEL}">input</div>'
              + img(data_uri(strip(source, info=src_info)), "input frames", style=f"height:{THUMB_HEIGHT}px")
              + f'<div style="{_LABEL}">stabilized</div>'
