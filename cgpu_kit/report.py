@@ -9,7 +9,9 @@ Previews come from a registry by job type, filled the way papermill fills its en
     @register_section("scenes")
     def scenes_section(item: ItemResult, ctx: ReportContext) -> Preview: ...
 
-A job type with no section gets :func:`generic_section` (its outputs listed). Building is failure-proof:
+A job type with no section gets :func:`generic_section` (its outputs listed). The previews of a batch start
+in the background as its items are delivered (:func:`preview_early`), so that by the end of the batch most of
+the page is made; those still missing are made side by side when the job settles. Building is failure-proof:
 a preview that cannot be made says why in its cell, and :func:`write_report_safely` (what a job calls as it
 settles) logs a warning instead of raising, so a report can never cost a batch.
 """
