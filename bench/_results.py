@@ -20,3 +20,11 @@ def write_section(name: str, markdown: str) -> None:
         pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
         text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
         RESULTS.write_text(text)
+
+
+def read_section(name: str) -> str:
+    """The current markdown of section ``name`` ('' when there is none)."""
+    begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->"
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    m = re.search(re.escape(begin) + r"\n?(.*?)\n?" + re.escape(end), text, re.S)
+    return m.group(1) if m else ""

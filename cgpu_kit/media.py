@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import InputError, MissingDependencyError
+from .util import cache_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def find_ffmpeg(*, filters: tuple[str, ...] = ()) -> str:
     """The first ffmpeg that has every filter in ``filters``; a clear error when none has."""
     tried = []
     for exe in _candidates():
+        if not filters:  # any ffmpeg will do: no ``-filters`` run (0.15 s for Debian's) to learn what it has
+            return exe
         have = _filters_of(exe)
         if all(f in have for f in filters):
             return exe
@@ -105,6 +108,44 @@ _VIDSTAB_VERSION = re.compile(r"vidstabdetect filter: init v(\d+(?:\.\d+)*)")
 
 @functools.cache
 def _versions_of(ffmpeg: str) -> tuple[str | None, tuple[int, ...] | None]:
+    """ffmpeg's own version and vid.stab's, from the disk cache when this very binary (path, size, mtime) was
+    probed before: the probe costs two ffmpeg starts per build (0.3 s a process for Debian's), and every
+    batch, its runtime's kernel and each report would pay it again."""
+    key = _binary_key(ffmpeg)
+    cache = cache_dir("ffmpeg_versions.json")
+    if key:
+        try:
+            hit = json.loads(cache.read_text()).get(key)
+        except (OSError, ValueError):
+            hit = None
+        if isinstance(hit, list) and len(hit) == 2:
+            return hit[0], tuple(hit[1]) if hit[1] is not None else None
+    found = _probe_versions(ffmpeg)
+    if key and found != (None, None):  # a failed probe (a binary that did not start) is not remembered
+        try:
+            known = json.loads(cache.read_text()) if cache.is_file() else {}
+        except (OSError, ValueError):
+            known = {}
+        known[key] = [found[0], list(found[1]) if found[1] is not None else None]
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cache, known)
+        except OSError as exc:
+            log.debug("could not cache the ffmpeg versions in %s: %s", cache, exc)
+    return found
+
+
+def _binary_key(ffmpeg: str) -> str | None:
+    """``path|size|mtime`` of the binary ``ffmpeg`` runs, or None when it cannot be found."""
+    exe = ffmpeg if os.sep in ffmpeg else shutil.which(ffmpeg)
+    try:
+        st = os.stat(exe) if exe else None
+    except OSError:
+        return None
+    return f"{os.path.realpath(exe)}|{st.st_size}|{st.st_mtime_ns}" if st else None
+
+
+def _probe_versions(ffmpeg: str) -> tuple[str | None, tuple[int, ...] | None]:
     """ffmpeg's own version (its banner), and vid.stab's, which its vidstabdetect logs at start: one run of the
     filter on a generated frame, about 0.1 s."""
     import tempfile
@@ -179,6 +220,24 @@ def vidstab_build() -> FfmpegBuild:
 def find_vidstab_ffmpeg() -> str:
     """The path of :func:`vidstab_build`'s ffmpeg."""
     return vidstab_build().path
+
+
+@functools.cache
+def quick_ffmpeg() -> str:
+    """The ffmpeg for many small decodes (report pictures, motion): ``CGPU_KIT_FFMPEG`` when set, else
+    imageio-ffmpeg's static build when installed, which starts in 0.02 s where Debian's, linked against a
+    hundred libraries, takes 0.15 s; else :func:`find_ffmpeg`'s."""
+    if os.environ.get("CGPU_KIT_FFMPEG"):
+        return find_ffmpeg()
+    try:
+        import imageio_ffmpeg
+
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+        if exe and os.access(exe, os.X_OK):
+            return exe
+    except Exception:  # not installed, or its binary is missing
+        pass
+    return find_ffmpeg()
 
 
 @functools.cache
@@ -290,9 +349,15 @@ _AUD = re.compile(r"Stream #.*?: Audio: (\w+)")
 _INPUT = re.compile(r"Input #0, ([\w,]+), from")
 
 
-def _probe_with_ffmpeg(path: Path, *, timeout: float) -> MediaInfo:
+def quick_probe(path: Path, *, timeout: float = 60) -> MediaInfo:
+    """:func:`probe` by :func:`quick_ffmpeg`'s banner, for files this toolkit just wrote (a report's outputs):
+    0.03 s where Debian's ffprobe takes 0.15; the frame count is estimated from rate and duration."""
+    return _probe_with_ffmpeg(path, timeout=timeout, ffmpeg=quick_ffmpeg())
+
+
+def _probe_with_ffmpeg(path: Path, *, timeout: float, ffmpeg: str | None = None) -> MediaInfo:
     """Fallback for machines with ffmpeg but no ffprobe (imageio-ffmpeg ships only ffmpeg)."""
-    ffmpeg = find_ffmpeg()
+    ffmpeg = ffmpeg or find_ffmpeg()
     proc = subprocess.run(
         [ffmpeg, "-hide_banner", "-nostdin", "-i", "file:" + str(path)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,

@@ -9,19 +9,23 @@ Previews come from a registry by job type, filled the way papermill fills its en
     @register_section("scenes")
     def scenes_section(item: ItemResult, ctx: ReportContext) -> Preview: ...
 
-A job type with no section gets :func:`generic_section` (its outputs listed). Building is failure-proof:
+A job type with no section gets :func:`generic_section` (its outputs listed). The previews of a batch start
+in the background as its items are delivered (:func:`preview_early`), so that by the end of the batch most of
+the page is made; those still missing are made side by side when the job settles. Building is failure-proof:
 a preview that cannot be made says why in its cell, and :func:`write_report_safely` (what a job calls as it
 settles) logs a warning instead of raising, so a report can never cost a batch.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import datetime
 import html
 import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +42,8 @@ log = logging.getLogger(__name__)
 REPORT = "report.html"
 #: items past this many are listed without a preview, so a batch of thousands still reports in seconds
 MAX_PREVIEWS = 40
+#: previews made side by side (each mostly waits on an ffmpeg)
+PREVIEW_WORKERS = max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -119,14 +125,84 @@ def _preview_cell(item: ItemResult, index: int, ctx: ReportContext, section: Sec
             f"{title}{preview.html}</div>{_END}", preview.figures)
 
 
+Cell = tuple[str, dict[str, Any]]
+
+
+class _Early:
+    """Previews started while the batch runs, one item at a time as each is delivered, on one background
+    thread: on a remote runtime this machine is idle meanwhile, so the report costs nothing at the end; locally
+    it takes one core's spare time. :func:`render` takes what is ready and makes the rest itself."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pool: cf.ThreadPoolExecutor | None = None
+        self.cells: dict[tuple[str, str], tuple[tuple[Any, ...], cf.Future[Cell]]] = {}
+
+    def submit(self, job_id: str, item: ItemResult, index: int, ctx: ReportContext) -> None:
+        if not item.ok or not item.outputs or index >= MAX_PREVIEWS:
+            return
+        key, stamp = (job_id, item.item_id), _stamp(item, index, ctx)
+        section = section_for(ctx.result.metadata.get("job_type"))
+        with self.lock:
+            if self.pool is None:
+                self.pool = cf.ThreadPoolExecutor(1, thread_name_prefix="cgpu-kit-early-preview")
+            self.cells[key] = (stamp, self.pool.submit(_preview_cell, item, index, ctx, section))
+
+    def take(self, job_id: str, item: ItemResult, index: int, ctx: ReportContext) -> cf.Future[Cell] | None:
+        """The started preview of ``item``, if it was made from the same outputs, place and folder; a preview
+        not started yet is cancelled (the caller makes it side by side with the others)."""
+        with self.lock:
+            found = self.cells.pop((job_id, item.item_id), None)
+        if found is None or found[0] != _stamp(item, index, ctx) or found[1].cancel():
+            return None
+        return found[1]
+
+    def forget(self, job_id: str) -> None:
+        with self.lock:
+            for key in [k for k in self.cells if k[0] == job_id]:
+                self.cells.pop(key)[1].cancel()
+
+
+def _stamp(item: ItemResult, index: int, ctx: ReportContext) -> tuple[Any, ...]:
+    return (index, item.input_path, tuple(item.outputs), str(ctx.out_dir),
+            json.dumps(ctx.result.metadata.get("params"), sort_keys=True, default=str))
+
+
+_EARLY = _Early()
+
+
+def preview_early(job_id: str, item: ItemResult, index: int, result: JobResult, out_dir: Path) -> None:
+    """Start ``item``'s preview now, in the background (what delivery calls as each item arrives); never raises."""
+    try:
+        _EARLY.submit(job_id, item, index, ReportContext(result, Path(out_dir)))
+    except Exception as exc:  # the report makes it at the end instead
+        log.debug("report: no early preview for %s: %s", item.input_path, exc)
+
+
+def _preview_cells(items: list[ItemResult], ctx: ReportContext, section: Section) -> list[Cell]:
+    """Every item's preview cell: those started early as the batch delivered them, the rest made side by side
+    (a preview mostly waits on ffmpeg, so one per core keeps the cores busy)."""
+    job_id = str(ctx.result.job_id)
+    early = [_EARLY.take(job_id, item, index, ctx) for index, item in enumerate(items)]
+    _EARLY.forget(job_id)
+    todo = [(index, item) for index, (item, ready) in enumerate(zip(items, early)) if ready is None]
+    workers = max(1, min(PREVIEW_WORKERS, len(todo)))
+    if workers == 1:
+        made = [_preview_cell(item, index, ctx, section) for index, item in todo]
+    else:
+        with cf.ThreadPoolExecutor(workers, thread_name_prefix="cgpu-kit-report") as pool:
+            made = list(pool.map(lambda pair: _preview_cell(pair[1], pair[0], ctx, section), todo))
+    fresh = iter(made)
+    return [ready.result() if ready is not None else next(fresh) for ready in early]
+
+
 def render(result: JobResult, out_dir: Path) -> str:
     """The report page of ``result`` as one HTML string."""
     job_type = result.metadata.get("job_type")
     section = section_for(job_type)
     ctx = ReportContext(result, out_dir)
     rows = []
-    for index, item in enumerate(result.items):
-        cell, _ = _preview_cell(item, index, ctx, section)
+    for item, (cell, _) in zip(result.items, _preview_cells(result.items, ctx, section)):
         status = item.status.value
         error = item.error or item.metadata.get("skipped", "") or ""
         rows.append(
@@ -223,5 +299,5 @@ def rebuild(out_dir: str | os.PathLike[str], job_id: str | None = None) -> Path:
 
 
 __all__ = ["MAX_PREVIEWS", "REPORT", "Preview", "ReportContext", "SECTIONS", "generic_section", "load_result",
-           "previews_html", "rebuild", "register_section", "render", "section_for", "write_report",
+           "preview_early", "previews_html", "rebuild", "register_section", "render", "section_for", "write_report",
            "write_report_safely"]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .exceptions import InputError
-from .media import MediaInfo, find_ffmpeg, probe
+from .media import MediaInfo, probe, quick_ffmpeg
 from .motion import SEEK_ABOVE_SECONDS
 
 #: thumbnails are this tall; a contact sheet row holds ``FRAMES`` of them
@@ -28,7 +28,7 @@ def data_uri(data: bytes, mime: str = "image/jpeg") -> str:
 
 def _jpeg(path: Path, filters: str, *, seek: float | None = None, timeout: float = 60) -> bytes:
     """One JPEG that ffmpeg makes from ``path`` through ``filters`` (its first output frame)."""
-    argv = [find_ffmpeg(), "-nostdin", "-v", "error"]
+    argv = [quick_ffmpeg(), "-nostdin", "-v", "error"]
     if seek:
         argv += ["-ss", f"{seek:.3f}"]
     argv += ["-i", "file:" + str(path), "-an", "-vf", filters, "-frames:v", "1", "-q:v", "4",
@@ -51,7 +51,7 @@ def strip(path: Path, *, frames: int = FRAMES, height: int = THUMB_HEIGHT, info:
     if duration <= SEEK_ABOVE_SECONDS:  # decoded once (a seek decodes from the keyframe before it)
         spread = f"fps={frames}/{duration:.3f}," if duration > 0 else ""
         return _jpeg(path, f"{spread}scale=-2:{height},tile={frames}x1")
-    argv = [find_ffmpeg(), "-nostdin", "-v", "error"]
+    argv = [quick_ffmpeg(), "-nostdin", "-v", "error"]
     for k in range(frames):
         argv += ["-ss", f"{duration * (k + 0.5) / frames:.3f}", "-i", "file:" + str(path)]
     # even sizes: mjpeg's yuvj420p wants them, and the rows of a sheet then line up

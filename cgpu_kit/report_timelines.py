@@ -16,7 +16,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from .media import find_ffmpeg, probe
+from .media import probe, quick_ffmpeg
 from .report import Preview, ReportContext, register_section
 from .report_media import _jpeg, data_uri, img, strip
 from .results import ItemResult
@@ -68,7 +68,7 @@ def scenes_section(item: ItemResult, ctx: ReportContext) -> Preview:
 def _envelope(path: Path, duration: float, columns: int) -> list[tuple[float, float]]:
     """(min, max) of the audio in each of ``columns`` slices, in [-1, 1]: decoded by ffmpeg at a low rate."""
     rate = 4000 if duration <= 300 else 500
-    raw = subprocess.run([find_ffmpeg(), "-nostdin", "-v", "error", "-i", "file:" + str(path), "-map", "0:a:0", "-ac", "1",
+    raw = subprocess.run([quick_ffmpeg(), "-nostdin", "-v", "error", "-i", "file:" + str(path), "-map", "0:a:0", "-ac", "1",
                           "-ar", str(rate), "-f", "s16le", "-c:a", "pcm_s16le", "-"],
                          stdin=subprocess.DEVNULL, capture_output=True, timeout=120).stdout
     samples = array.array("h")

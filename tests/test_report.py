@@ -212,3 +212,25 @@ def test_when_motion_is_measured_on_a_long_clip_then_pairs_are_sampled_over_all_
     assert len(full.shifts) == 119 and len(sampled.shifts) == 30
     assert sampled.times[0] < 0.2 * full.times[-1] and sampled.times[-1] > 0.8 * full.times[-1]
     assert sampled.mean == pytest.approx(full.mean, rel=0.25)
+
+
+def test_when_an_item_changes_after_its_early_preview_then_the_report_shows_its_final_outputs(tmp_path, monkeypatch):
+    """Previews start in the background as items arrive; the page must still show what the folder finally
+    holds: an early preview is used only for the very outputs it was made from."""
+    made = []
+
+    def listing(item, ctx):
+        made.append(tuple(item.outputs))
+        return report_mod.Preview("|".join(Path(o).name for o in item.outputs))
+
+    monkeypatch.setitem(report_mod.SECTIONS, "early-test", listing)
+    first = ItemResult(str(tmp_path / "a.wav"), ItemStatus.DONE, [str(tmp_path / "a.first.bin")], item_id="i0000")
+    kept = ItemResult(str(tmp_path / "b.wav"), ItemStatus.DONE, [str(tmp_path / "b.bin")], item_id="i0001")
+    result = JobResult(True, str(tmp_path), {"job_type": "early-test", "params": {}}, status=JobStatus.COMPLETED,
+                       job_id="early", items=[first, kept])
+    for index, item in enumerate(result.items):
+        report_mod.preview_early("early", item, index, result, tmp_path)
+    first.outputs = [str(tmp_path / "a.final.bin")]  # redone after its preview started
+    page = report_mod.render(result, tmp_path)
+    assert "a.final.bin" in page and "a.first.bin" not in page and "b.bin" in page
+    assert made.count((str(tmp_path / "b.bin"),)) == 1  # made once, early, and taken as it was

@@ -123,6 +123,9 @@ def deliver(job: CGPUJob, rec: dict[str, Any], folder: Path) -> None:
         "outputs": outputs, "sizes": sizes, "sha256": digests, "job_id": job.job_id, "job_type": job.job_type,
         "time": time.time(),
     })
+    from .settle import preview_early  # settle imports this module
+
+    preview_early(job, result)
     notify(job, result)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..results import ItemStatus, JobResult, JobStatus
+from ..results import ItemResult, ItemStatus, JobResult, JobStatus
 from ..util import write_json
 from .delivery import find_item
 
@@ -63,6 +63,18 @@ def finish(job: CGPUJob, error: str | None = None) -> JobResult:
     job.report_path = write_report_safely(job.result(), job.out_dir)
     write_summary(job)
     return job.result()
+
+
+def preview_early(job: CGPUJob, item: ItemResult) -> None:
+    """Start the report's preview of ``item``, just delivered, in the background (see :mod:`cgpu_kit.report`)."""
+    from ..report import MAX_PREVIEWS
+    from ..report import preview_early as start
+
+    n = int(item.item_id[1:]) if item.item_id[1:].isdigit() else -1
+    index = n if 0 <= n < len(job.items) and job.items[n] is item else next(
+        (k for k, other in enumerate(job.items) if other is item), -1)
+    if 0 <= index < MAX_PREVIEWS:
+        start(job.job_id, item, index, job.result(), job.out_dir)
 
 
 def result(job: CGPUJob) -> JobResult:
