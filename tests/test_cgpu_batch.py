@@ -38,6 +38,7 @@ def test_when_faults_hit_upload_launch_poll_and_download_then_the_batch_still_ma
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CGPU_KIT_GET_CHUNK_BYTES", "4096")
     monkeypatch.setenv("CGPU_KIT_INLINE_BYTES", "0")  # chunks come by the resumable download, not with the poll
+    monkeypatch.setenv("CGPU_KIT_POLL_WAIT", "0")  # quick polls: the 2nd and 3rd surely come, however fast the batch
     fake_cgpu.set_rules(
         {"fault": "lose_end", "command": "copy", "match": "incoming/batch-"},  # the batch's one copy: arrived, answer lost
         {"fault": "never_starts", "command": "run", "match": "incoming"},      # the check before sending: never started
