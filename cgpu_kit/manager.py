@@ -29,8 +29,10 @@ from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLos
 from .jobs.base import CGPUJob
 from .requirements import Requirements
 from .results import JobResult, JobStatus
+from .runtimes import RuntimeSpec, parse_runtimes
 from .retrying import RetryingTransport, RetryPolicy  # noqa: F401 - known by these names here too
 from .transports import get_transport
+from .util import write_json
 from .transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class CGPUJobManager:
         self.pacing = Pacing()
         self.setup_timeout = 1800.0
         self.max_runtime_losses = 3
+        #: runtimes of jobs that name none (``--runtime`` specs, Transports or Runners): several spread each batch
+        self.runtimes: list[Any] = []
         self._lock = threading.RLock()
 
     @classmethod
@@ -129,6 +133,10 @@ class CGPUJobManager:
         transport = job.backend if isinstance(job.backend, Transport) else get_transport(
             job.backend, remote_root=job.remote_root_arg
         )
+        return self.session_of(transport)
+
+    def session_of(self, transport: Transport) -> SessionState:
+        """The session of ``transport``'s runtime (one per :attr:`Transport.key`), opened on first use."""
         with self._lock:
             state = self.sessions.get(transport.key)
             if state is None:
@@ -155,6 +163,13 @@ class CGPUJobManager:
         log.info("runtime %s set up in %.1fs", t.key, time.monotonic() - started)
 
     def run_job(self, job: CGPUJob) -> JobResult:
+        runtimes = job.runtimes if job.runtimes else parse_runtimes(self.runtimes)
+        if len(runtimes) > 1 or (runtimes and not isinstance(runtimes[0], (RuntimeSpec, Transport))):
+            from .pool import run_pool
+
+            return run_pool(self, job, runtimes)
+        if runtimes and not job.runtimes:
+            job.use_runtime(runtimes[0])
         job.status = JobStatus.RUNNING
         started = time.monotonic()
         state: SessionState | None = None
@@ -182,11 +197,12 @@ class CGPUJobManager:
             raise
         return self._settle(job, error, started, state)
 
-    def _run_on(self, job: CGPUJob, state: SessionState) -> None:
+    def _run_on(self, job: CGPUJob, state: SessionState, deadline: float | None = None) -> None:
         """Upload, run and download ``job`` on the session's runtime. A runtime lost midway (recycled, its
         folder gone) is set up again and the unfinished items resumed, up to ``max_runtime_losses`` times:
         a tenacity loop whose retried failure is :class:`RuntimeLostError`, never a cancelled job's."""
-        deadline = self.pacing.clock.now() + job.timeout
+        if deadline is None:
+            deadline = self.pacing.clock.now() + job.timeout
 
         def attempt_once(retry_state: tenacity.RetryCallState) -> None:
             if retry_state.attempt_number > 1:
@@ -279,7 +295,8 @@ class CGPUJobManager:
             log.warning("job %s: could not pick it up: %s", job.job_id, error)
         return self._settle(job, error, started, state)
 
-    def _settle(self, job: CGPUJob, error: str | None, started: float, state: SessionState | None) -> JobResult:
+    def _settle(self, job: CGPUJob, error: str | None, started: float, state: SessionState | None,
+                runtimes: dict[str, Any] | None = None) -> JobResult:
         try:
             result = job.finish(error)
         except BaseException:
@@ -289,6 +306,12 @@ class CGPUJobManager:
         result.timings["total"] = round(time.monotonic() - started, 3)
         if state is not None:
             result.metadata["transport_retries"] = getattr(state.transport, "retries", 0)
+        if runtimes:  # a batch spread over several runtimes: how many items each did, which were dropped and why
+            result.metadata.update(runtimes)
+            try:
+                write_json(job.state_dir / "result.json", result.to_dict())
+            except OSError as exc:
+                log.warning("could not write the job summary: %s", exc)
         self.results[job.job_id] = result
         log.info(result.summary())
         return result
