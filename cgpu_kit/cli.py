@@ -20,6 +20,7 @@ from typing import Any
 from . import __version__
 from .exceptions import CgpuKitError, ParameterError
 from .manager import CGPUJobManager, describe_failure
+from .runtimes import parse_runtimes
 from .params import Param, check_number
 from .registry import available, job_class
 from .results import ItemResult, ItemStatus, JobResult, JobStatus
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--out", required=True, help="output folder; outputs take the inputs' names")
         p.add_argument("--backend", default="local", help="where to run: local (this machine, the default), cgpu (a Colab "
                        "runtime through cgpu) or colab (one through Google's colab client; colab:NAME for its session NAME)")
+        p.add_argument("--runtime", dest="runtimes", action="append", default=None, metavar="SPEC",
+                       help="a runtime to use, repeatable: several spread the batch (a faster one does more); "
+                       "local, local:DIR, cgpu, cgpu:CONFIG_DIR (another Colab account), colab, colab:SESSION, each "
+                       "optionally followed by @REMOTE_ROOT (docs/runtimes.md); one --runtime is the same as --backend")
         p.add_argument("--remote-root", default=None,
                        help="folder of the runtime for job folders (cgpu, colab: /content, or $CGPU_KIT_REMOTE_ROOT)")
         p.add_argument("--session", default=None, help="colab: the session to run on, opened when it is not there "
@@ -185,6 +190,8 @@ def run_job_command(args: argparse.Namespace) -> int:
         backend=backend, remote_root=args.remote_root, timeout=args.timeout, item_timeout=args.item_timeout,
         workers=args.workers, force=args.force, overwrite=args.overwrite,
     )
+    if args.runtimes:
+        options["runtimes"] = parse_runtimes(args.runtimes)  # a bad SPEC: exit 2, naming it and the accepted forms
     if args.part_mb is not None:
         options["part_bytes"] = int(check_number("--part-mb", args.part_mb) * 1e6) or 1
     if args.max_pixels is not None:
@@ -202,7 +209,8 @@ def run_job_command(args: argparse.Namespace) -> int:
     if to_run < len(job.items):
         print(f"{len(job.items) - to_run} of {len(job.items)} item(s) need no run (failed validation, duplicates "
               "or already done; see the summary)", file=sys.stderr)
-    progress = _Progress(to_run, not (args.quiet or args.json), f"{args.job_type} ({args.backend})")
+    where = ", ".join(args.runtimes) if args.runtimes else args.backend
+    progress = _Progress(to_run, not (args.quiet or args.json), f"{args.job_type} ({where})")
     job.on_item = progress
     interrupted = False
     previous = signal.getsignal(signal.SIGTERM)
@@ -254,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 #: Python option names and the CLI flags that set them, so a refused value names the flag the user typed
 _FLAGS = {"timeout": "--timeout", "item_timeout": "--item-timeout", "workers": "--workers",
-          "part_bytes": "--part-mb", "max_pixels": "--max-pixels", "out_dir": "-o/--out"}
+          "part_bytes": "--part-mb", "max_pixels": "--max-pixels", "out_dir": "-o/--out", "runtimes": "--runtime"}
 
 
 def _cli_text(exc: CgpuKitError) -> str:
