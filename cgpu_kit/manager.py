@@ -264,6 +264,12 @@ class CGPUJobManager:
 
         plan_path = find_plan(job_id, out_dir)
         if plan_path is None:
+            from .pool import part_plans
+
+            parts = part_plans(job_id, out_dir)
+            if parts:  # a batch spread over several runtimes: pick up each part-job left open
+                return merge_results(job_id, [self.attach(p.parent.name[len("job_"):], p.parent.parent.parent)
+                                              for p in parts])
             where = f"in {out_dir}" if out_dir else "(give the output folder with -o)"
             raise CgpuKitError(f"no record of job {job_id} {where}")
         plan = json.loads(plan_path.read_text())
@@ -341,6 +347,17 @@ def describe_failure(exc: BaseException) -> str:
                     "same command again to do the rest")
         return f"{exc.strerror or exc}{where}; check that folder and run the same command again"
     return str(exc)
+
+
+def merge_results(job_id: str, results: list[JobResult]) -> JobResult:
+    """One result of the part-jobs of one spread batch, picked up together."""
+    items = [i for r in results for i in r.items]
+    failed = [r for r in results if not r.success]
+    status = JobStatus.COMPLETED if not failed else (
+        JobStatus.FAILED if not any(i.ok for i in items) else JobStatus.PARTIAL)
+    return JobResult(success=not failed, output_path=results[0].output_path, status=status, job_id=job_id, items=items,
+                     error="; ".join(r.error for r in failed if r.error) or None,
+                     metadata={"parts": [r.job_id for r in results]})
 
 
 def finished_result(state_dir: Path) -> JobResult | None:

@@ -246,6 +246,9 @@ def run_pool(manager: CGPUJobManager, job: CGPUJob, runtimes: list[Any]) -> JobR
         if not job.prepared:
             manager.prepare(job)
         if job.pending:
+            from .engine.plan import _remember_job
+
+            _remember_job(job.job_id, job.out_dir)  # `cgpu-kit attach JOB_ID` finds its part-jobs from this id
             pool = Pool(manager, job, runtimes)
             pool.run()
     except (CgpuKitError, OSError) as exc:
@@ -265,3 +268,19 @@ def _summary(pool: Pool | None) -> dict[str, Any] | None:
         return None
     counts = {label: pool.counts.get(label, 0) for label in dict.fromkeys(w.label for w in pool.workers)}
     return {"runtimes": counts, "dropped": dict(pool.dropped)}
+
+
+def part_plans(job_id: str, out_dir: Any = None) -> list[Path]:
+    """Plans of the part-jobs of the spread batch ``job_id`` that are still open (``cgpu-kit attach`` of it)."""
+    from .engine.plan import CLOSED, PLAN, _jobs_index
+    from .ledger import STATE_DIR
+
+    if out_dir is None:
+        try:
+            import json
+
+            out_dir = json.loads((_jobs_index() / f"{job_id}.json").read_text())["out_dir"]
+        except (OSError, ValueError, KeyError):
+            return []
+    found = sorted((Path(out_dir) / STATE_DIR).glob(f"job_{job_id}p*/{PLAN}"))
+    return [p for p in found if p.parent.name[len(f"job_{job_id}p"):].isdigit() and not (p.parent / CLOSED).exists()]

@@ -167,3 +167,55 @@ def test_a_stopped_multi_runtime_batch_is_finished_by_running_it_again_without_r
     assert again.status is JobStatus.COMPLETED, again.error
     assert sorted(delivered(tmp_path / "o")) == sorted(p.stem for p in inputs)  # every item delivered once
     assert all(Path(tmp_path / "o" / f"{p.stem}.bin").exists() for p in inputs)
+
+
+# -- the real cgpu client on two Colab accounts ---------------------------------------------------------------
+
+
+def real_cgpu_dir():
+    import colab_runtime  # tests/fakes is on sys.path (conftest)
+
+    return colab_runtime.real_cgpu_dir()
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(real_cgpu_dir()[0] is None, reason="the real cgpu client is not available")
+def test_two_colab_accounts_through_the_real_cgpu_client_share_one_batch(
+        shaky_clip, tmp_path_factory, tmp_path, monkeypatch, fresh_manager):
+    """Two stand-in Colab runtimes, each the runtime of one account (its own cgpu config folder); one cgpu."""
+    import secrets
+
+    import colab_runtime
+    from conftest import named_clips
+
+    from cgpu_kit.jobs.stabilize import StabilizeJob
+    from cgpu_kit.manager import RetryPolicy
+
+    cgpu_dir = real_cgpu_dir()[0]
+    first = colab_runtime.ColabRuntime(tmp_path_factory.mktemp("colab_a"), cgpu_dir)
+    second = colab_runtime.ColabRuntime(tmp_path_factory.mktemp("colab_b"), cgpu_dir)
+    root = f"/tmp/cgpu_kit_rt_{secrets.token_hex(6)}"
+    try:
+        monkeypatch.setenv("CGPU_BIN", str(first.executable))  # one cgpu; the account is the config folder
+        monkeypatch.setenv("CGPU_KIT_POLL_INTERVAL", "0.5")
+        monkeypatch.setenv("CGPU_KIT_CHUNK_SECONDS", "0")
+        fresh_manager.retry_policy = RetryPolicy(sleep=lambda s: None)
+        # both stand-ins serve the same machine's files: each account gets its own remote root
+        runtimes = [f"cgpu:{first.config_dir}@{root}_a", f"cgpu:{second.config_dir}@{root}_b"]
+        inputs = named_clips(shaky_clip, tmp_path / "in", [f"clip {n}.mp4" for n in range(3)],
+                             width=96, height=64, frames=12, jitter=6)
+        result = fresh_manager.run(StabilizeJob(inputs, tmp_path / "out", preset="ultrafast", runtimes=runtimes))
+        assert result.status is JobStatus.COMPLETED, result.error
+        by_runtime = result.metadata["runtimes"]
+        assert set(by_runtime) == set(runtimes) and sum(by_runtime.values()) == 3
+        assert all(n >= 1 for n in by_runtime.values()), by_runtime  # both accounts did items
+        assert sorted(delivered(tmp_path / "out")) == sorted(p.stem for p in inputs)
+        keys = {state.transport.key for state in fresh_manager.sessions.values()}
+        assert {f"cgpu:{first.config_dir}:{root}_a", f"cgpu:{second.config_dir}:{root}_b"} <= keys
+    finally:
+        for rt in (first, second):
+            rt.close()
+        for suffix in ("_a", "_b"):
+            import shutil
+
+            shutil.rmtree(root + suffix, ignore_errors=True)
