@@ -243,7 +243,8 @@ class CGPUJobManager:
         ok = False
         try:
             for plan in open_jobs(job.out_dir, job.job_type):
-                old = type(job).from_plan(plan, backend=job.backend if isinstance(job.backend, Transport) else None)
+                old = type(job).from_plan(plan, backend=job.backend if isinstance(job.backend, Transport) else
+                                          plan_runtime(job, plan))
                 old.hold_output(job)
                 log.warning("picking up job %s, left unfinished in %s", old.job_id, job.out_dir)
                 self.attach_job(old)
@@ -347,6 +348,12 @@ def describe_failure(exc: BaseException) -> str:
                     "same command again to do the rest")
         return f"{exc.strerror or exc}{where}; check that folder and run the same command again"
     return str(exc)
+
+
+def plan_runtime(job: CGPUJob, plan: dict[str, Any]) -> Transport | None:
+    """The runtime object of ``job`` that an open part-job's plan names (a Transport given as a runtime)."""
+    return next((r for r in job.runtimes if isinstance(r, Transport) and r.name == plan.get("backend")
+                 and r.remote_root == plan.get("remote_root")), None)
 
 
 def merge_results(job_id: str, results: list[JobResult]) -> JobResult:

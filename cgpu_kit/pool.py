@@ -37,9 +37,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def part_size(total: int, left: int, runtimes: int, alive: int) -> int:
-    """Items in the next part: at most ``total/(2*runtimes)``, shrinking to ``left/(2*alive)``, at least 1."""
-    return max(1, min(math.ceil(total / (2 * runtimes)), math.ceil(left / (2 * max(1, alive)))))
+def part_size(total: int, left: int, runtimes: int, alive: int, least: int = 1) -> int:
+    """Items in the next part: at most ``total/(2*runtimes)``, shrinking to ``left/(2*alive)``, at least 1.
+
+    ``least`` is the size below which a part would cost more in its fixed overhead (uploads, a kernel start,
+    the last fetches) than in its items (measured on the parts done so far); a part is never smaller, but
+    never more than a fair share (``left/alive``) either, so a fast runtime still does more."""
+    alive = max(1, alive)
+    guided = min(math.ceil(total / (2 * runtimes)), math.ceil(left / (2 * alive)))
+    return max(1, min(left, max(guided, least), math.ceil(left / alive)))
 
 
 class Worker:
@@ -74,6 +80,9 @@ class Pool:
             slots = max(1, int(getattr(runtime, "slots", 1))) if isinstance(runtime, Runner) and not isinstance(runtime, Transport) else 1
             self.workers += [Worker(label, spec, runtime) for _ in range(slots)]
         self.alive = {w.label for w in self.workers}
+        #: measured on finished parts: seconds a part costs besides its items, and seconds per item
+        self.overhead_s = 0.0
+        self.item_s = 0.0
 
     # -- the queue -----------------------------------------------------------------------------------------
 
@@ -81,7 +90,8 @@ class Pool:
         with self.lock:
             if self.job.cancel_event.is_set() or not self.queue:
                 return []
-            n = part_size(self.total, len(self.queue), len({w.label for w in self.workers}), len(self.alive))
+            least = math.ceil(self.overhead_s / self.item_s) if self.item_s else 1
+            n = part_size(self.total, len(self.queue), len({w.label for w in self.workers}), len(self.alive), least)
             return [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
 
     def give_back(self, items: list[BatchItem]) -> None:
@@ -143,6 +153,7 @@ class Pool:
         if self.job.cancel_event.is_set():
             part.cancel()
         failure: BaseException | None = None
+        started = time.monotonic()
         try:
             if worker.state is None:
                 worker.runtime.run_job(part, pacing=self.manager.pacing)
@@ -174,7 +185,18 @@ class Pool:
         if part.error and not self.job.error and self.manager.pacing.clock.now() > self.deadline:
             self.job.error = part.error
         part.cleanup(worker.state.transport if worker.state is not None else None)
+        self.measure(part, time.monotonic() - started)
         return True
+
+    def measure(self, part: CGPUJob, wall: float) -> None:
+        """Learn a part's fixed overhead and the time per item from a finished part (items as if one at a time,
+        which underestimates the overhead: parts only get smaller for it)."""
+        took = [i.timings.get("total") or sum(i.timings.values()) for i in part.items if i.status is ItemStatus.DONE and i.timings]
+        if not took:
+            return
+        with self.lock:
+            self.item_s = sum(took) / len(took)
+            self.overhead_s = max(0.0, wall - sum(took))
 
     def work(self, worker: Worker) -> None:
         """A worker's life: set its runtime up once, then take the next part whenever it is free."""

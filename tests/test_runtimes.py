@@ -86,6 +86,15 @@ def test_the_cli_refuses_a_bad_runtime_with_exit_2_before_anything_runs(tmp_path
     assert not (tmp_path / "o" / "_cgpu_kit" / "ledger.jsonl").exists()
 
 
+def test_parts_shrink_toward_the_end_and_are_never_smaller_than_their_overhead_is_worth():
+    from cgpu_kit.pool import part_size
+
+    assert part_size(24, 24, 2, 2) == 6 and part_size(24, 6, 2, 2) == 2 and part_size(24, 1, 2, 2) == 1
+    # a part costs 10 items' worth of overhead: the 6 left go 3 and 3, not 2, 1, 1...
+    assert part_size(24, 6, 2, 2, least=10) == 3
+    assert part_size(24, 12, 4, 1, least=10) == 10  # one runtime left alive may take more than its first share
+
+
 # -- the pool ----------------------------------------------------------------------------------------------
 
 
@@ -151,7 +160,7 @@ def test_when_every_runtime_is_dropped_the_items_fail_with_the_reasons(sleepy, t
 
 
 def test_a_stopped_multi_runtime_batch_is_finished_by_running_it_again_without_redoing_anything(
-        sleepy, tmp_path, monkeypatch):
+        sleepy, tmp_path, monkeypatch, capsys):
     counter = tmp_path / "counter"
     monkeypatch.setenv("SLEEPY_COUNTER", str(counter))
     inputs = tones(tmp_path / "in", 4)
@@ -163,10 +172,14 @@ def test_a_stopped_multi_runtime_batch_is_finished_by_running_it_again_without_r
     assert first.status is JobStatus.CANCELLED
     done_first = {i.input_path for i in first.items if i.ok}
     assert 1 <= len(done_first) < 4
-    again = manager.run(sleepy(inputs, tmp_path / "o", seconds=0.5, runtimes=runtimes))
-    assert again.status is JobStatus.COMPLETED, again.error
+    # the same command again, from the CLI: the open part-jobs are picked up, the rest spread over both runtimes
+    code = main(["sleepy", *map(str, inputs), "-o", str(tmp_path / "o"), "--seconds", "0.5", "-q",
+                 "--runtime", runtimes[0], "--runtime", runtimes[1]])
+    assert code == 0
+    assert "completed" in capsys.readouterr().err
     assert sorted(delivered(tmp_path / "o")) == sorted(p.stem for p in inputs)  # every item delivered once
     assert all(Path(tmp_path / "o" / f"{p.stem}.bin").exists() for p in inputs)
+    assert sorted(processed(counter)) == sorted(p.name for p in inputs)  # nothing finished was redone
 
 
 # -- the real cgpu client on two Colab accounts ---------------------------------------------------------------
