@@ -315,6 +315,7 @@ class CGPUJobManager:
             result.metadata["transport_retries"] = getattr(state.transport, "retries", 0)
         if runtimes:  # a batch spread over several runtimes: how many items each did, which were dropped and why
             result.metadata.update(runtimes)
+            result.metadata["backend"] = ", ".join(runtimes["runtimes"])
             try:
                 write_json(job.state_dir / "result.json", result.to_dict())
             except OSError as exc:
