@@ -115,7 +115,7 @@ def parse_runtimes(specs: Any) -> list[Any]:
         specs = [specs]
     out: list[Any] = []
     for s in specs:
-        out.append(s if isinstance(s, (Transport, Runner)) else parse_runtime(s))
+        out.append(s if isinstance(s, (Transport, Runner, RuntimeSpec)) else parse_runtime(s))
     seen: set[str] = set()
     for s in out:
         label = runtime_label(s)
