@@ -17,18 +17,25 @@ from .results import JobResult
 
 
 def run(job_type: str, paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], out_dir: str | os.PathLike[str],
-        *, backend: str = "local", scheduler: str | None = None, **options: Any) -> JobResult:
+        *, backend: str = "local", scheduler: str | None = None, runtimes: Iterable[Any] | str | None = None,
+        **options: Any) -> JobResult:
     """Run one batch of ``job_type`` through the process's manager and return its result.
 
     ``backend="dask"`` runs it on a Dask cluster: ``scheduler`` is its address (else ``DASK_SCHEDULER_ADDRESS``
-    or Dask's ``scheduler-address`` setting; docs/dask.md).
+    or Dask's ``scheduler-address`` setting; docs/dask.md). ``runtimes`` (``["cgpu", "cgpu:~/account2",
+    "local"]``, see :mod:`cgpu_kit.runtimes`) spreads the batch over several runtimes; one runtime is the same
+    as ``backend``.
 
     Wrong arguments raise :class:`ParameterError` (an empty list of inputs too, as the CLI refuses it) before
     anything runs; whatever happens, the output folder's lock is released when this returns or raises.
     """
+    if runtimes is not None and scheduler:  # runtimes=["dask", ...] with scheduler=X: dask is dask:X
+        listed = [runtimes] if isinstance(runtimes, str) else list(runtimes)
+        if "dask" in listed:
+            runtimes, scheduler = [backend_name(r, scheduler) if r == "dask" else r for r in listed], None
     if isinstance(backend, str):
         backend = backend_name(backend, scheduler)
-    job = job_class(job_type)(paths, out_dir, backend=backend, **options)
+    job = job_class(job_type)(paths, out_dir, backend=backend, runtimes=runtimes, **options)
     if not job.inputs:
         raise ParameterError(f"no inputs: give {job_type} at least one file", name="inputs")
     try:
@@ -41,8 +48,9 @@ def shortcut(job_type: str) -> Callable[..., JobResult]:
     """``run`` with ``job_type`` filled in: ``cgpu_kit.api.NAME(paths, out_dir, **params)`` for every
     registered job type (plugins too, through this module's ``__getattr__``)."""
 
-    def call(paths: Any, out_dir: str | os.PathLike[str], *, backend: str = "local", **params: Any) -> JobResult:
-        return run(job_type, paths, out_dir, backend=backend, **params)
+    def call(paths: Any, out_dir: str | os.PathLike[str], *, backend: str = "local",
+             runtimes: Iterable[Any] | str | None = None, **params: Any) -> JobResult:
+        return run(job_type, paths, out_dir, backend=backend, runtimes=runtimes, **params)
 
     call.__name__ = call.__qualname__ = job_type
     call.__doc__ = (f"Run a batch of {job_type} (see :func:`run`); ``params`` are the job type's parameters "
@@ -64,14 +72,15 @@ upscale.__doc__ = "Upscale images and videos with Real-ESRGAN (x2, x3 or x4)."
 
 
 def chain(steps: Iterable[str] | str, paths: Any, out_dir: str | os.PathLike[str], *, params: dict[str, dict[str, Any]] | None = None,
-          keep_steps: bool = False, backend: str = "local", **options: Any) -> JobResult:
+          keep_steps: bool = False, backend: str = "local", runtimes: Iterable[Any] | str | None = None,
+          **options: Any) -> JobResult:
     """Run ``steps`` (job types, e.g. ``["stabilize", "upscale", "encode"]``) one after the other on each item, as
     one batch: ``params`` maps a step to its parameters; ``keep_steps`` also delivers the intermediate outputs."""
     steps = [s.strip() for s in steps.split(",")] if isinstance(steps, str) else list(steps)
     import json
 
-    return run("chain", paths, out_dir, backend=backend, steps=steps, step_params=json.dumps(params or {}), keep_steps=keep_steps,
-               **options)
+    return run("chain", paths, out_dir, backend=backend, runtimes=runtimes, steps=steps,
+               step_params=json.dumps(params or {}), keep_steps=keep_steps, **options)
 
 
 def __getattr__(name: str) -> Callable[..., JobResult]:

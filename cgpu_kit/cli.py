@@ -24,6 +24,7 @@ from .manager import CGPUJobManager, describe_failure
 from .params import Param, check_number
 from .registry import available, job_class
 from .results import ItemResult, ItemStatus, JobResult, JobStatus
+from .runtimes import parse_runtimes
 from .samples import sample_inputs
 from .transports import get_transport
 
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(a Dask cluster: dask:ADDRESS, or dask:local[:N] for N worker processes here)")
         p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask: the scheduler's address "
                        "(default: $DASK_SCHEDULER_ADDRESS or Dask's scheduler-address setting; see docs/dask.md)")
+        p.add_argument("--runtime", dest="runtimes", action="append", default=None, metavar="SPEC",
+                       help="a runtime to use, repeatable: several spread the batch (a faster one does more); "
+                       "local, local:DIR, cgpu, cgpu:CONFIG_DIR (another Colab account), colab, colab:SESSION, dask, dask:ADDRESS, each "
+                       "optionally followed by @REMOTE_ROOT (docs/runtimes.md); one --runtime is the same as --backend")
         p.add_argument("--remote-root", default=None,
                        help="folder of the runtime for job folders (cgpu, colab: /content, or $CGPU_KIT_REMOTE_ROOT)")
         p.add_argument("--session", default=None, help="colab: the session to run on, opened when it is not there "
@@ -180,7 +185,8 @@ def run_job_command(args: argparse.Namespace) -> int:
         inputs += [str(p) for p in sample_inputs(args.job_type)]
     if not inputs:
         raise ParameterError(f"no inputs: give files to {args.job_type}, or --samples")
-    backend: Any = backend_name(args.backend, args.scheduler)
+    dask_runtimes = "dask" in (args.runtimes or [])  # `--runtime dask --scheduler X` is `--runtime dask:X`
+    backend: Any = backend_name(args.backend, None if dask_runtimes else args.scheduler)
     if is_dask_backend(backend):  # no scheduler anywhere: refused before anything is checked or run
         scheduler_address(backend)
         logging.getLogger("cgpu_kit.cluster").setLevel(logging.INFO)  # the dashboard link, where parts run
@@ -192,6 +198,8 @@ def run_job_command(args: argparse.Namespace) -> int:
         backend=backend, remote_root=args.remote_root, timeout=args.timeout, item_timeout=args.item_timeout,
         workers=args.workers, force=args.force, overwrite=args.overwrite,
     )
+    if args.runtimes:  # a bad SPEC: exit 2, naming it and the accepted forms
+        options["runtimes"] = parse_runtimes([backend_name(r, args.scheduler) if r == "dask" else r for r in args.runtimes])
     if args.part_mb is not None:
         options["part_bytes"] = int(check_number("--part-mb", args.part_mb) * 1e6) or 1
     if args.max_pixels is not None:
@@ -209,7 +217,8 @@ def run_job_command(args: argparse.Namespace) -> int:
     if to_run < len(job.items):
         print(f"{len(job.items) - to_run} of {len(job.items)} item(s) need no run (failed validation, duplicates "
               "or already done; see the summary)", file=sys.stderr)
-    progress = _Progress(to_run, not (args.quiet or args.json), f"{args.job_type} ({args.backend})")
+    where = ", ".join(args.runtimes) if args.runtimes else args.backend
+    progress = _Progress(to_run, not (args.quiet or args.json), f"{args.job_type} ({where})")
     job.on_item = progress
     interrupted = False
     previous = signal.getsignal(signal.SIGTERM)
@@ -261,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 #: Python option names and the CLI flags that set them, so a refused value names the flag the user typed
 _FLAGS = {"timeout": "--timeout", "item_timeout": "--item-timeout", "workers": "--workers",
-          "part_bytes": "--part-mb", "max_pixels": "--max-pixels", "out_dir": "-o/--out"}
+          "part_bytes": "--part-mb", "max_pixels": "--max-pixels", "out_dir": "-o/--out", "runtimes": "--runtime"}
 
 
 def _cli_text(exc: CgpuKitError) -> str:

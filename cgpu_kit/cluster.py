@@ -89,7 +89,11 @@ def _distributed() -> Any:
 
 
 class DaskRuntime:
-    """One Dask scheduler, seen as a runtime that runs whole prepared jobs (``run_job``)."""
+    """One Dask scheduler, seen as a runtime that runs whole prepared jobs (``run_job``): the
+    :class:`cgpu_kit.runtimes.Runner` of the ``dask`` runtime kind."""
+
+    #: one connection per scheduler for the whole process (closed at exit), not per batch
+    shared = True
 
     def __init__(self, address: str) -> None:
         distributed = _distributed()

@@ -31,8 +31,10 @@ from .jobs.base import CGPUJob
 from .requirements import Requirements
 from .results import JobResult, JobStatus
 from .retrying import RetryingTransport, RetryPolicy  # noqa: F401 - known by these names here too
+from .runtimes import RuntimeSpec, parse_runtimes
 from .transports import get_transport
 from .transports.base import Transport
+from .util import write_json
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class CGPUJobManager:
         self.pacing = Pacing()
         self.setup_timeout = 1800.0
         self.max_runtime_losses = 3
+        #: runtimes of jobs that name none (``--runtime`` specs, Transports or Runners): several spread each batch
+        self.runtimes: list[Any] = []
         self._lock = threading.RLock()
 
     @classmethod
@@ -130,6 +134,10 @@ class CGPUJobManager:
         transport = job.backend if isinstance(job.backend, Transport) else get_transport(
             job.backend, remote_root=job.remote_root_arg
         )
+        return self.session_of(transport)
+
+    def session_of(self, transport: Transport) -> SessionState:
+        """The session of ``transport``'s runtime (one per :attr:`Transport.key`), opened on first use."""
         with self._lock:
             state = self.sessions.get(transport.key)
             if state is None:
@@ -162,6 +170,13 @@ class CGPUJobManager:
         log.info("runtime %s set up in %.1fs", t.key, time.monotonic() - started)
 
     def run_job(self, job: CGPUJob) -> JobResult:
+        runtimes = job.runtimes if job.runtimes else parse_runtimes(self.runtimes)
+        if len(runtimes) > 1 or (runtimes and not isinstance(runtimes[0], (RuntimeSpec, Transport))):
+            from .pool import run_pool
+
+            return run_pool(self, job, runtimes)
+        if runtimes and not job.runtimes:
+            job.use_runtime(runtimes[0])
         job.status = JobStatus.RUNNING
         started = time.monotonic()
         state: SessionState | None = None
@@ -191,11 +206,12 @@ class CGPUJobManager:
             raise
         return self._settle(job, error, started, state)
 
-    def _run_on(self, job: CGPUJob, state: SessionState) -> None:
+    def _run_on(self, job: CGPUJob, state: SessionState, deadline: float | None = None) -> None:
         """Upload, run and download ``job`` on the session's runtime. A runtime lost midway (recycled, its
         folder gone) is set up again and the unfinished items resumed, up to ``max_runtime_losses`` times:
         a tenacity loop whose retried failure is :class:`RuntimeLostError`, never a cancelled job's."""
-        deadline = self.pacing.clock.now() + job.timeout
+        if deadline is None:
+            deadline = self.pacing.clock.now() + job.timeout
 
         def attempt_once(retry_state: tenacity.RetryCallState) -> None:
             if retry_state.attempt_number > 1:
@@ -236,7 +252,8 @@ class CGPUJobManager:
         ok = False
         try:
             for plan in open_jobs(job.out_dir, job.job_type):
-                old = type(job).from_plan(plan, backend=job.backend if isinstance(job.backend, Transport) else None)
+                old = type(job).from_plan(plan, backend=job.backend if isinstance(job.backend, Transport) else
+                                          plan_runtime(job, plan))
                 old.hold_output(job)
                 log.warning("picking up job %s, left unfinished in %s", old.job_id, job.out_dir)
                 self.attach_job(old)
@@ -257,6 +274,12 @@ class CGPUJobManager:
 
         plan_path = find_plan(job_id, out_dir)
         if plan_path is None:
+            from .pool import part_plans
+
+            parts = part_plans(job_id, out_dir)
+            if parts:  # a batch spread over several runtimes: pick up each part-job left open
+                return merge_results(job_id, [self.attach(p.parent.name[len("job_"):], p.parent.parent.parent)
+                                              for p in parts])
             where = f"in {out_dir}" if out_dir else "(give the output folder with -o)"
             raise CgpuKitError(f"no record of job {job_id} {where}")
         plan = json.loads(plan_path.read_text())
@@ -288,7 +311,8 @@ class CGPUJobManager:
             log.warning("job %s: could not pick it up: %s", job.job_id, error)
         return self._settle(job, error, started, state)
 
-    def _settle(self, job: CGPUJob, error: str | None, started: float, state: SessionState | None) -> JobResult:
+    def _settle(self, job: CGPUJob, error: str | None, started: float, state: SessionState | None,
+                runtimes: dict[str, Any] | None = None) -> JobResult:
         try:
             result = job.finish(error)
         except BaseException:
@@ -298,6 +322,13 @@ class CGPUJobManager:
         result.timings["total"] = round(time.monotonic() - started, 3)
         if state is not None:
             result.metadata["transport_retries"] = getattr(state.transport, "retries", 0)
+        if runtimes:  # a batch spread over several runtimes: how many items each did, which were dropped and why
+            result.metadata.update(runtimes)
+            result.metadata["backend"] = ", ".join(runtimes["runtimes"])
+            try:
+                write_json(job.state_dir / "result.json", result.to_dict())
+            except OSError as exc:
+                log.warning("could not write the job summary: %s", exc)
         self.results[job.job_id] = result
         log.info(result.summary())
         return result
@@ -327,6 +358,23 @@ def describe_failure(exc: BaseException) -> str:
                     "same command again to do the rest")
         return f"{exc.strerror or exc}{where}; check that folder and run the same command again"
     return str(exc)
+
+
+def plan_runtime(job: CGPUJob, plan: dict[str, Any]) -> Transport | None:
+    """The runtime object of ``job`` that an open part-job's plan names (a Transport given as a runtime)."""
+    return next((r for r in job.runtimes if isinstance(r, Transport) and r.name == plan.get("backend")
+                 and r.remote_root == plan.get("remote_root")), None)
+
+
+def merge_results(job_id: str, results: list[JobResult]) -> JobResult:
+    """One result of the part-jobs of one spread batch, picked up together."""
+    items = [i for r in results for i in r.items]
+    failed = [r for r in results if not r.success]
+    status = JobStatus.COMPLETED if not failed else (
+        JobStatus.FAILED if not any(i.ok for i in items) else JobStatus.PARTIAL)
+    return JobResult(success=not failed, output_path=results[0].output_path, status=status, job_id=job_id, items=items,
+                     error="; ".join(r.error for r in failed if r.error) or None,
+                     metadata={"parts": [r.job_id for r in results]})
 
 
 def finished_result(state_dir: Path) -> JobResult | None:

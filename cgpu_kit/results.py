@@ -106,6 +106,12 @@ class JobResult:
             text += f" ({self.error})"
         if self.tools:
             text += "; used " + ", ".join(self.tools)
+        runtimes = self.metadata.get("runtimes")
+        if runtimes:  # a batch spread over several runtimes
+            text += "; by runtime: " + ", ".join(f"{name} {n}" for name, n in runtimes.items())
+            dropped = self.metadata.get("dropped") or {}
+            if dropped:
+                text += "; dropped: " + "; ".join(f"{name} ({why})" for name, why in dropped.items())
         return text
 
     @property

@@ -98,7 +98,7 @@ class ControlPanel:
     """
 
     def __init__(self, inputs: str = "", out: str = "cgpu_out", job: str = "stabilize", backend: str = "local",
-                 params: dict[str, Any] | None = None, **job_options: Any) -> None:
+                 params: dict[str, Any] | None = None, runtimes: str = "", **job_options: Any) -> None:
         w = _widgets()
         self.job_types = available_job_types()
         if not self.job_types:
@@ -121,6 +121,11 @@ class ControlPanel:
         self.job_type = w.Dropdown(options=list(self.job_types), value=job, description="job", style=label)
         self.backend = w.Dropdown(options=list(TRANSPORTS), value=backend, description="backend", style=label,
                                   tooltip="local: this machine; cgpu: a Colab runtime through the cgpu CLI")
+        self.runtimes = w.Text(value=runtimes if isinstance(runtimes, str) else ", ".join(runtimes), description="runtimes",
+                               placeholder="empty: the backend; or several: cgpu, cgpu:~/account2, local",
+                               tooltip="runtimes to spread the batch over, separated by commas (--runtime SPEC)",
+                               style=label, layout=wide)
+        self.runtimes.add_class("cgpu-kit-runtimes")
         self.out = w.Text(value=str(out), description="output folder", placeholder="outputs take the inputs' names",
                           style=label, layout=wide)
         self.params_box = w.VBox()
@@ -147,7 +152,7 @@ class ControlPanel:
         self._list_files()
         self.widget = w.VBox([
             w.HTML("<b>cgpu_kit</b>: run a batch of media jobs here or on a Colab GPU"),
-            self.inputs, self.files, w.HBox([self.job_type, self.backend]), self.out,
+            self.inputs, self.files, w.HBox([self.job_type, self.backend]), self.runtimes, self.out,
             self.params_box,
             w.HBox([self.run_button, self.cancel_button]),
             w.HBox([self.progress, self.progress_text]),
@@ -241,8 +246,10 @@ class ControlPanel:
                     )
                 if not self.out.value.strip():
                     raise InputError("no output folder: give one; outputs take the inputs' names")
+                runtimes = [r.strip() for r in self.runtimes.value.split(",") if r.strip()] or None
                 job = self.job_types[self.job_type.value](
-                    files, self.out.value.strip(), backend=self.backend.value, params=self.params(), **self.job_options
+                    files, self.out.value.strip(), backend=self.backend.value, params=self.params(), runtimes=runtimes,
+                    **self.job_options
                 )
             except (CgpuKitError, OSError, TypeError, ValueError) as exc:
                 self._show_error(str(exc))
@@ -250,11 +257,15 @@ class ControlPanel:
             job.on_item = lambda job, item: self._show_items(job)
             self.job = job
             self._set_running(True)
-            self._show_info(f"{job.job_type}: {len(files)} input(s) -> {job.out_dir} on {self.backend.value}: preparing")
+            self._show_info(f"{job.job_type}: {len(files)} input(s) -> {job.out_dir} on {self.where()}: preparing")
             self.progress.value, self.progress.max, self.progress_text.value = 0, len(files), f"0 / {len(files)}"
             self._thread = threading.Thread(target=self._work, args=(job,), name=f"cgpu-kit-panel-{job.job_id}", daemon=True)
             self._thread.start()
             return job
+
+    def where(self) -> str:
+        """The runtimes the batch runs on, as the panel names them."""
+        return self.runtimes.value.strip() or self.backend.value
 
     def _work(self, job: CGPUJob) -> None:
         result: JobResult | None = None
@@ -264,7 +275,7 @@ class ControlPanel:
             # inputs are validated, so that skipped and invalid items show before the run
             manager.prepare(job)
             self._show_items(job)
-            self._show_info(f"{job.job_type}: running {len(job.pending)} item(s) on {self.backend.value}")
+            self._show_info(f"{job.job_type}: running {len(job.pending)} item(s) on {self.where()}")
             result = manager.run(job)
         except Exception as exc:  # shown in the panel: a thread's traceback would land in no cell
             log.exception("the panel's job failed")

@@ -77,6 +77,7 @@ class CGPUJob(abc.ABC):
         overwrite: bool = False,
         part_bytes: int = DEFAULT_PART_BYTES,
         max_pixels: int = 8192 * 8192,
+        runtimes: Iterable[Any] | str | None = None,
         **more_params: Any,
     ) -> None:
         self.job_id = job_id or uuid.uuid4().hex
@@ -88,6 +89,12 @@ class CGPUJob(abc.ABC):
         self.backend = backend
         self.remote_root_arg = remote_root
         self.remote_root = (remote_root or default_root(backend)).rstrip("/")
+        from ..runtimes import parse_runtimes
+
+        #: where the batch may run (``--runtime``): several spread it (cgpu_kit/pool.py), one is ``backend``
+        self.runtimes: list[Any] = parse_runtimes(runtimes)
+        if len(self.runtimes) == 1:
+            self.use_runtime(self.runtimes[0])
         self._timeout = check_number("timeout", timeout)
         self._item_timeout = check_number("item_timeout", item_timeout)
         self.workers = check_number("workers", workers, integer=True, above=False, allow_none=False)
@@ -121,6 +128,17 @@ class CGPUJob(abc.ABC):
     def describe(cls) -> str:
         """One line of help: ``summary``, or the first line of the class docstring."""
         return cls.summary or (cls.__doc__ or cls.job_type).strip().splitlines()[0]
+
+    def use_runtime(self, runtime: Any) -> None:
+        """Run on this one runtime (a :class:`~cgpu_kit.runtimes.RuntimeSpec` or a Transport), exactly as
+        ``backend=`` would."""
+        from ..runtimes import RuntimeSpec
+
+        if isinstance(runtime, RuntimeSpec):
+            self.backend, self.remote_root_arg = runtime.backend, runtime.remote_root
+        else:
+            self.backend, self.remote_root_arg = runtime, None
+        self.remote_root = (self.remote_root_arg or default_root(self.backend)).rstrip("/")
 
     @property
     def remote_work_dir(self) -> str:
@@ -300,7 +318,7 @@ def default_root(backend: str | Transport) -> str:
     cgpu transport's default (``/content``, or ``$CGPU_KIT_REMOTE_ROOT``)."""
     if isinstance(backend, Transport):
         return backend.remote_root
-    if backend == "local":
+    if backend == "local" or str(backend).startswith("local:"):
         from ..transports.local import default_local_root
 
         return default_local_root()

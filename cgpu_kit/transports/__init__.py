@@ -1,7 +1,9 @@
 """WHERE jobs run: a registry of transports by backend name.
 
-A backend is named ``KIND`` or ``KIND:ARG``; the ARG goes to the transport as its ``session`` (``colab:NAME``
-runs on the colab session NAME). Further options (``gpu=``, ``keep_session=``) go to the transport's class.
+A backend is named ``KIND`` or ``KIND:ARG``; the ARG goes to the transport as the option :data:`ARG_OPTIONS`
+names: ``colab:NAME`` runs on the colab session NAME, ``cgpu:CONFIG_DIR`` on the Colab account whose cgpu
+config folder is CONFIG_DIR, ``local:DIR`` in the work folder DIR (see :mod:`cgpu_kit.runtimes`). Further options
+(``gpu=``, ``keep_session=``) go to the transport's class.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ TRANSPORTS: dict[str, str] = {
 }
 
 
-def register(name: str, target: str) -> None:
+#: backend kind -> the transport option its ``:ARG`` sets (default ``session``)
+ARG_OPTIONS: dict[str, str] = {"local": "remote_root", "cgpu": "config_dir", "colab": "session"}
+
+
+def register(name: str, target: str, arg_option: str = "session") -> None:
     TRANSPORTS[name] = target
+    ARG_OPTIONS[name] = arg_option
 
 
 def get_transport(name: str, *, remote_root: str | None = None, **options: object) -> Transport:
@@ -31,7 +38,11 @@ def get_transport(name: str, *, remote_root: str | None = None, **options: objec
     except KeyError:
         raise ParameterError(f"unknown backend {name!r}; known: {', '.join(TRANSPORTS)}", name="backend") from None
     if arg:
-        options["session"] = arg
+        option = ARG_OPTIONS.get(kind, "session")
+        if option == "remote_root":
+            remote_root = remote_root or arg
+        else:
+            options[option] = arg
     module, _, cls = target.partition(":")
     transport_class = getattr(importlib.import_module(module), cls)
     unknown = sorted(set(options) - set(inspect.signature(transport_class).parameters))

@@ -159,14 +159,21 @@ class CgpuTransport(Downloads, ShellRuntimeTransport):
     name = "cgpu"
     python = "python3"
 
-    def __init__(self, remote_root: str | None = None) -> None:
+    def __init__(self, remote_root: str | None = None, config_dir: str | None = None) -> None:
         super().__init__(remote_root)
         self.executable = find_cgpu()
+        #: another Colab account: cgpu reads its config and login from this folder (``CGPU_CONFIG_DIR``)
+        self.config_dir = os.path.abspath(os.path.expanduser(config_dir)) if config_dir else None
         #: downloads travel in chunks of this many bytes, this many chunks per ``cgpu run``
         self.get_chunk_bytes = int(env_float("CGPU_KIT_GET_CHUNK_BYTES", 4 << 20))
         self.get_chunks_per_call = 8
         #: once the end marker is in, cgpu gets this long to close before it is stopped
         self.close_grace = 10.0
+
+    @property
+    def key(self) -> str:
+        """Two accounts (config folders) are two runtimes, so two sessions."""
+        return f"cgpu:{self.config_dir}:{self.remote_root}" if self.config_dir else super().key
 
     # -- one cgpu invocation ----------------------------------------------------------------------------------
 
@@ -176,7 +183,7 @@ class CgpuTransport(Downloads, ShellRuntimeTransport):
         started = time.time()
         proc = subprocess.Popen(
             [self.executable, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,
+            start_new_session=True, env={**os.environ, "CGPU_CONFIG_DIR": self.config_dir} if self.config_dir else None,
         )
         call = _Call(-1, [], [])
         partial = {proc.stdout.fileno(): b"", proc.stderr.fileno(): b""}

@@ -314,7 +314,7 @@ class ColabRuntime:
         node_options = " ".join(f"--import={(FAKES / name).as_uri()}" for name in ("fake_google_oauth.mjs", "slow_typing.mjs"))
         self.executable.write_text(
             "#!/bin/sh\n"
-            f"export CGPU_CONFIG_DIR='{self.config_dir}' CGPU_FAKE_OAUTH_REFUSE='{self.refuse_flag}' "
+            f"export CGPU_CONFIG_DIR=\"${{CGPU_CONFIG_DIR:-{self.config_dir}}}\" CGPU_FAKE_OAUTH_REFUSE='{self.refuse_flag}' "
             f"NODE_OPTIONS='{node_options}' BROWSER=true\nunset DISPLAY\n"
             f"exec node '{entry_point(self.cgpu_dir)}' \"$@\"\n"
         )
