@@ -212,3 +212,39 @@ def test_when_a_batch_is_interrupted_then_what_came_back_is_kept_and_the_same_ca
     assert {Path(i.input_path).name for i in again.items if i.status is ItemStatus.SKIPPED} == done
     for f in files:
         assert (tmp_path / "out" / (f.stem + ".bin")).read_bytes() == f.read_bytes()
+
+
+def test_when_a_dask_cluster_and_this_machine_are_two_runtimes_then_the_batch_is_spread_over_both_and_done_once(
+        sleepy, local_cluster, shaky_clip, tmp_path, monkeypatch, capsys):
+    counter = tmp_path / "processed.txt"
+    monkeypatch.setenv("SLEEPY_COUNTER", str(counter))  # seen by the local runtime (the cluster started before)
+    files = named_clips(shaky_clip, tmp_path / "in", [f"shot {n}.mp4" for n in range(6)])
+    dask_spec = f"dask:{local_cluster.scheduler_address}"
+
+    code = main(["sleepy", *map(str, files), "-o", str(tmp_path / "out"), "--runtime", dask_spec, "--runtime", "local",
+                 "--workers", "1", "--json", "--quiet"])
+
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):])
+    assert code == 0, result
+    by_item = [i["metadata"]["runtime"] for i in result["items"]]
+    assert set(by_item) == {dask_spec, "local"}  # the first parts went to all three slots at once: both did some
+    assert result["metadata"]["runtimes"] == {dask_spec: by_item.count(dask_spec), "local": by_item.count("local")}
+    assert all("dask_worker" in i["metadata"] for i in result["items"] if i["metadata"]["runtime"] == dask_spec)
+    for f in files:
+        assert (tmp_path / "out" / (f.stem + ".bin")).read_bytes() == f.read_bytes()
+    here = sorted(Path(i["input_path"]).name for i in result["items"] if i["metadata"]["runtime"] == "local")
+    assert sorted(counter.read_text().splitlines()) == here  # this machine ran its items once, and no others
+    ledger = (tmp_path / "out" / "_cgpu_kit" / "ledger.jsonl").read_text().splitlines()
+    assert len(ledger) == len(files)  # each output written and recorded once
+
+
+def test_when_runtime_dask_names_no_scheduler_then_it_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    import dask.config
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with dask.config.set({"scheduler-address": None}):
+        code = main(["stabilize", str(tmp_path / "a.mp4"), "-o", str(tmp_path / "out"), "--runtime", "dask",
+                     "--runtime", "local"])
+    assert code == 2 and "--scheduler" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
