@@ -234,3 +234,38 @@ def test_when_a_file_is_larger_than_a_copy_piece_then_it_travels_in_pieces_and_a
     assert sent == ["piece0000", "piece0001", "piece0001", "piece0002"]  # piece 0 was not sent again
     assert sorted(p.name for p in Path(remote).parent.iterdir()) == ["it's a model.bin"]
     assert t.put(src, remote, timeout=60) is False
+
+
+def test_when_a_fresh_runtime_is_still_installing_then_one_state_call_waits_for_the_outcome(tmp_path):
+    """A long pip install on a fresh Colab runtime is waited on by the runtime, not polled call after call."""
+    import base64
+    import json
+    import sys
+    import threading
+
+    from cgpu_kit.transports import _cgpu_remote
+
+    spec = {"pip": ["some-package"]}
+    encoded = base64.b64encode(json.dumps(spec).encode()).decode()
+    key = _cgpu_remote.spec_key("abc", spec)
+    installer = subprocess.Popen(["sleep", "30"])  # the detached installer, still at work
+    (tmp_path / f"setup-{key}.pid").write_text(str(installer.pid))
+    script = Path(_cgpu_remote.__file__)
+
+    def ask(*wait: str) -> dict:
+        out = subprocess.run([sys.executable, str(script), "state", str(tmp_path), "abc", encoded, *wait],
+                             capture_output=True, text=True, timeout=60).stdout
+        return json.loads(out.split(_cgpu_remote.PREFIX, 1)[1])
+
+    try:
+        assert ask()["state"] == "installing"  # no wait: the answer comes at once
+        done = threading.Timer(1.0, lambda: (tmp_path / f"setup-{key}.json").write_text(
+            json.dumps({"exit_code": 0, "installed": {"pip": ["some-package"]}})))
+        done.start()
+        assert ask("30")["state"] == "ready"  # the same call saw the install end
+        done.join()
+    finally:
+        installer.kill()
+        installer.wait()
+    (tmp_path / f"setup-{key}.json").unlink()
+    assert ask("30")["state"] == "dead"  # an installer gone without an outcome is not waited on

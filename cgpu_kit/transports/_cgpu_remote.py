@@ -9,8 +9,9 @@ cgpu_kit (whose ``__init__`` needs tenacity). Modes:
   output to ``HOME/setup.log``) so that no connection has to stay open while pip and apt work.
 - ``install HOME BUNDLE_SHA SPEC``: install what is missing, check again, write ``HOME/setup-KEY.json``
   (the outcome) and, on success, the marker.
-- ``state HOME BUNDLE_SHA SPEC``: one JSON line: ``ready``, ``installing``, ``failed`` (with the log's
-  tail) or ``dead`` (the installer vanished without an outcome).
+- ``state HOME BUNDLE_SHA SPEC [WAIT]``: one JSON line: ``ready``, ``installing``, ``failed`` (with the log's
+  tail) or ``dead`` (the installer vanished without an outcome); while installing, it first waits up to WAIT
+  seconds for the outcome.
 
 Nothing it writes has a hidden name (a name starting with ``.``): the runtime's own Jupyter server may refuse
 such paths, and nothing that has to work may depend on them.
@@ -165,9 +166,14 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def state(home: Path, bundle_sha: str, spec: dict) -> None:
+def state(home: Path, bundle_sha: str, spec: dict, wait: float = 0.0) -> None:
+    """Answer the install's state; while it is installing, first wait up to ``wait`` seconds for it to end, so
+    that a fresh runtime's long pip install costs a call per ``wait`` seconds, not one per poll interval."""
     key = spec_key(bundle_sha, spec)
     outcome = home / f"setup-{key}.json"
+    until = time.monotonic() + wait
+    while not outcome.is_file() and _alive(home / f"setup-{key}.pid") and time.monotonic() < until:
+        time.sleep(0.5)
     if outcome.is_file():
         result = json.loads(outcome.read_text())
         if result["exit_code"] == 0:
@@ -206,7 +212,7 @@ def main(argv: list[str]) -> int:
     elif mode == "install":
         return install(home, bundle_sha, spec)
     elif mode == "state":
-        state(home, bundle_sha, spec)
+        state(home, bundle_sha, spec, float(argv[4]) if len(argv) > 4 else 0.0)
     else:
         print(f"unknown mode {mode!r}", file=sys.stderr)
         return 2

@@ -201,9 +201,10 @@ class ShellRuntimeTransport(BatchSending, Transport):
                 "pip_no_deps": list(wanted.pip_no_deps)}
         return wanted, base64.b64encode(json.dumps(spec).encode()).decode()
 
-    def _setup_call(self, mode: str, bundle_sha: str, encoded: str, *, timeout: float) -> dict:
+    def _setup_call(self, mode: str, bundle_sha: str, encoded: str, *, timeout: float, wait: float = 0.0) -> dict:
         zip_path = posixpath.join(self.home, "bundle.zip")
-        result = self.run(sh(self.python, zip_path, mode, self.home, bundle_sha, encoded), timeout=timeout)
+        extra = [f"{wait:g}"] if wait > 0 else []
+        result = self.run(sh(self.python, zip_path, mode, self.home, bundle_sha, encoded, *extra), timeout=timeout + wait)
         for line in reversed(result.output.splitlines()):
             if line.startswith("CGPUKIT_SETUP "):
                 return json.loads(line[len("CGPUKIT_SETUP "):])
@@ -232,8 +233,10 @@ class ShellRuntimeTransport(BatchSending, Transport):
                                       output=answer.get("log", ""))
 
     def _wait_installing(self, answer: dict, bundle_sha: str, encoded: str, *, deadline: float, timeout: float) -> dict:
-        """Poll the detached install every poll interval while it is installing: a tenacity loop whose
-        "failure" is "still installing", slept on the transport's clock (the manager gives it its own)."""
+        """Poll the detached install while it is installing: each call waits on the runtime up to
+        ``poll_wait`` seconds for the install to end (a call per ``poll_wait`` seconds of pip, not per poll
+        interval), then a tenacity loop whose "failure" is "still installing", slept on the transport's clock
+        (the manager gives it its own)."""
         def still_installing(state: dict) -> bool:
             if state["state"] != "installing":
                 return False
@@ -244,11 +247,13 @@ class ShellRuntimeTransport(BatchSending, Transport):
 
         if not still_installing(answer):
             return answer
-        self.clock.sleep(self.poll_interval)
+        wait = max(0.0, min(self.poll_wait, deadline - self.clock.now()))
+        pause = 0.0 if wait else self.poll_interval  # a waiting call already spent its time on the runtime
+        self.clock.sleep(pause)
         return tenacity.Retrying(
-            retry=tenacity.retry_if_result(still_installing), wait=tenacity.wait_fixed(self.poll_interval),
+            retry=tenacity.retry_if_result(still_installing), wait=tenacity.wait_fixed(pause),
             stop=tenacity.stop_never, sleep=self.clock.sleep, reraise=True,
-        )(self._setup_call, "state", bundle_sha, encoded, timeout=120)
+        )(self._setup_call, "state", bundle_sha, encoded, timeout=120, wait=wait)
 
     def _marker_matches(self, wanted: Requirements, bundle_sha: str, *, timeout: float) -> bool:
         marker = posixpath.join(self.home, "ready.json")
