@@ -166,12 +166,13 @@ class ReportView(ResultView):
 
 
 def run_batch(job: str, inputs: Any, out: str | os.PathLike[str] = "", *, backend: str = "local",
-              params: dict[str, Any] | None = None, timeout: float = 0, item_timeout: float = 0,
-              workers: int = 0, force: bool = False, overwrite: bool = False) -> JobResult:
+              runtimes: Any = None, params: dict[str, Any] | None = None, timeout: float = 0,
+              item_timeout: float = 0, workers: int = 0, force: bool = False, overwrite: bool = False) -> JobResult:
     """One batch as ``notebooks/batch.ipynb`` runs it: expand the inputs, run the job, return its result.
 
     Empty ``inputs`` take the job type's generated samples; an empty ``out`` a new temporary folder. Zero
-    timeouts mean the job type's own. Item failures come back in the result (call ``raise_for_status()``
+    timeouts mean the job type's own. ``runtimes`` (specs, see :mod:`cgpu_kit.runtimes`) spread the batch
+    over several runtimes; empty means ``backend`` alone. Item failures come back in the result (call ``raise_for_status()``
     to turn them into an error); bad parameters and inputs that match nothing raise right away.
     """
     paths = expand_inputs(inputs) if _given(inputs) else sample_inputs(job)
@@ -179,11 +180,12 @@ def run_batch(job: str, inputs: Any, out: str | os.PathLike[str] = "", *, backen
         raise InputError(f"no input files match {inputs!r}; give a file, a folder or a glob such as 'clips/*.mp4'")
     out_dir = Path(os.fspath(out)) if os.fspath(out) else Path(tempfile.mkdtemp(prefix=f"cgpu_kit_{job}_"))
     the_job = job_class(job)(
-        paths, out_dir, backend=backend, params=params or {}, timeout=timeout or None,
+        paths, out_dir, backend=backend, runtimes=runtimes or None, params=params or {}, timeout=timeout or None,
         item_timeout=item_timeout or None, workers=workers, force=force, overwrite=overwrite,
     )
     the_job.on_item = _log_item
-    log.info("%s: %d input(s) -> %s (backend %s)", job, len(paths), the_job.out_dir, backend)
+    where = ", ".join(str(getattr(r, "text", r)) for r in ([runtimes] if isinstance(runtimes, str) else runtimes or [backend]))
+    log.info("%s: %d input(s) -> %s (%s)", job, len(paths), the_job.out_dir, where)
     return CGPUJobManager().run(the_job)
 
 

@@ -124,3 +124,20 @@ def test_when_an_input_is_broken_then_papermill_exits_non_zero_and_the_run_shows
     text = outputs_text(nb)
     assert "not readable media" in text and ">failed<" in text and ">done<" in text  # the results table
 
+
+
+def test_when_the_batch_notebook_is_given_two_runtimes_then_papermill_spreads_the_batch_over_both(tmp_path, shaky_clip):
+    clips = tmp_path / "clips"
+    for n in range(4):
+        copy_as(shaky_clip(**TINY), clips / f"take {n}.mp4")
+    second = tmp_path / "second runtime"
+    proc, nb = run_batch_notebook(
+        tmp_path, "-p", "job", "stabilize", "-p", "inputs", "clips/*.mp4", "-p", "out", "out",
+        "-y", f"{{params: {{preset: ultrafast}}, runtimes: [local, 'local:{second}'], workers: 1}}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == [f"take {n}.mp4" for n in range(4)]
+    summary = json.loads(next((tmp_path / "out" / "_cgpu_kit").glob("job_*/result.json")).read_text())
+    done_by = summary["metadata"]["runtimes"]
+    assert set(done_by) == {"local", f"local:{second}"} and sum(done_by.values()) == 4
+    assert all(n > 0 for n in done_by.values())  # the first parts went to both at once
