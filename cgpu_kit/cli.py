@@ -189,6 +189,7 @@ def run_job_command(args: argparse.Namespace) -> int:
     backend: Any = backend_name(args.backend, None if dask_runtimes else args.scheduler)
     if is_dask_backend(backend):  # no scheduler anywhere: refused before anything is checked or run
         scheduler_address(backend)
+    if is_dask_backend(backend) or any(is_dask_backend(r) for r in args.runtimes or []):
         logging.getLogger("cgpu_kit.cluster").setLevel(logging.INFO)  # the dashboard link, where parts run
     session_options = {k: v for k, v in (("session", args.session), ("gpu", args.colab_gpu), ("keep_session", args.keep_session))
                        if v is not None}
