@@ -285,3 +285,35 @@ def test_when_a_batch_is_larger_than_a_part_then_it_travels_in_parts_and_comes_b
     assert result.status is JobStatus.COMPLETED, result.summary()
     assert sorted(n for n in sent if n.startswith("part_")) == ["part_0000.zip", "part_0001.zip", "part_0002.zip"]
     _assert_exactly_once(tmp_path / "out", inputs, counter)
+
+
+def test_when_a_batch_spread_over_two_runtimes_loses_its_process_then_attach_and_a_rerun_finish_it_once(
+        sleepy, shaky_clip, tmp_path, counter):
+    """SIGKILL to the CLI while each runtime runs a part: `cgpu-kit attach` brings both parts home, the same
+    command again does the items no runtime had taken, and nothing is processed twice."""
+    inputs = _inputs(shaky_clip, tmp_path, n=4)
+    out = tmp_path / "out"
+    roots = [tmp_path / "rt one", tmp_path / "rt two"]
+    args = ["sleepy", *map(str, inputs), "-o", str(out), "--seconds", "3", "--workers", "1", "-q",
+            "--runtime", f"local:{roots[0]}", "--runtime", f"local:{roots[1]}"]
+    run = _cli(*args)
+    deadline = time.monotonic() + 120
+    while not all(list(r.glob("job_*/runtime.log")) for r in roots) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)  # each runtime's first part is launched (its driver logs), none can have finished
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    parts = sorted(p.name for p in (out / "_cgpu_kit").glob("job_*p*"))
+    assert len(parts) == 2, parts
+    job_id = parts[0][len("job_"):].rsplit("p", 1)[0]
+
+    attach = _cli("attach", job_id, "-o", str(out))
+    _, err = attach.communicate(timeout=300)
+    assert attach.returncode == 0, err
+    attached = sorted(p.name for p in out.glob("*.bin"))
+    assert len(attached) == 2, (attached, err)  # the two launched parts, fetched after the process died
+
+    again = _cli(*args)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "2 skipped" in err and "2 done" in err
+    _assert_exactly_once(out, inputs, counter)
