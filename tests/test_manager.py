@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import copy_as
+
 from cgpu_kit import CGPUJobManager, ItemStatus, JobStatus, StabilizeJob
 from cgpu_kit.exceptions import ConnectionLostError, RemoteCommandError
 from cgpu_kit.testing import FakeClock, MockTransport, fail_nth
@@ -43,6 +45,29 @@ def test_when_two_jobs_are_submitted_then_they_run_first_in_first_out_and_the_ru
     state = manager.sessions[transport.key]
     assert state.setups == 1 and state.initialised_at is not None
     assert not manager.queue
+
+
+def test_when_the_manager_has_two_runtimes_then_each_queued_job_is_spread_over_both_and_each_is_set_up_once(
+        sleepy, shaky_clip, tmp_path):
+    runtimes = [MockTransport(), MockTransport()]
+    clips = [copy_as(shaky_clip(width=64, height=48, frames=8, jitter=4, audio=False, seed=k), tmp_path / "in" / f"c {k}.mp4")
+             for k in range(4)]
+    manager = CGPUJobManager()
+    manager.runtimes = runtimes  # for every job that names none
+    jobs = [sleepy(clips, tmp_path / name, seconds=0.5, workers=1) for name in ("a", "b")]
+    for job in jobs:
+        manager.submit(job)
+
+    results = manager.process_queue()
+
+    assert [r.status for r in results] == [JobStatus.COMPLETED] * 2
+    for result in results:
+        assert sorted(result.metadata["runtimes"]) == sorted(t.key for t in runtimes)
+        assert all(n > 0 for n in result.metadata["runtimes"].values())  # the first parts go to both at once
+        assert {i.metadata["runtime"] for i in result.items} == {t.key for t in runtimes}
+    for name in ("a", "b"):
+        assert sorted(p.name for p in (tmp_path / name).glob("*.bin")) == [f"c {k}.bin" for k in range(4)]
+    assert [t.count("setup") for t in runtimes] == [1, 1]  # set up for the first job, not again for the second
 
 
 def test_when_transport_calls_fail_twice_then_they_are_retried_with_exponential_backoff(shaky_clip, tmp_path):
