@@ -23,6 +23,7 @@ retries) without waiting them.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
 import shutil
@@ -71,7 +72,10 @@ class MockTransport(LocalTransport):
     name = "mock"
 
     def __init__(self, handler: Handler | None = None, remote_root: str | None = None) -> None:
-        super().__init__(remote_root or tempfile.mkdtemp(prefix="cgpu_kit_mock_"))
+        if remote_root is None:  # a folder of its own, removed when the process ends (tests make hundreds)
+            remote_root = tempfile.mkdtemp(prefix="cgpu_kit_mock_")
+            atexit.register(shutil.rmtree, remote_root, True)
+        super().__init__(remote_root)
         self.handler = handler
         self.calls: list[Call] = []
         self._counts: collections.Counter[str] = collections.Counter()
