@@ -86,13 +86,17 @@ def test_the_cli_refuses_a_bad_runtime_with_exit_2_before_anything_runs(tmp_path
     assert not (tmp_path / "o" / "_cgpu_kit" / "ledger.jsonl").exists()
 
 
-def test_parts_shrink_toward_the_end_and_are_never_smaller_than_their_overhead_is_worth():
+def test_parts_are_few_and_the_last_ones_end_together():
     from cgpu_kit.pool import part_size
 
-    assert part_size(24, 24, 2, 2) == 6 and part_size(24, 6, 2, 2) == 2 and part_size(24, 1, 2, 2) == 1
-    # a part costs 10 items' worth of overhead: the 6 left go 3 and 3, not 2, 1, 1...
-    assert part_size(24, 6, 2, 2, least=10) == 3
-    assert part_size(24, 12, 4, 1, least=10) == 10  # one runtime left alive may take more than its first share
+    # 24 items on 2 runtimes: a first round of 8 each, then the 8 left as 4 and 4 (two parts per runtime)
+    assert part_size(24, 24, 2, 2) == 8 and part_size(24, 16, 2, 2) == 8
+    assert part_size(24, 8, 2, 2) == 4 and part_size(24, 4, 2, 2) == 4
+    # on 4 runtimes: 4 each, then the 8 left as 2 each; never more than a fair share of what is left
+    assert part_size(24, 24, 4, 4) == 4 and part_size(24, 8, 4, 4) == 2 and part_size(24, 1, 4, 4) == 1
+    # when a part costs 10 items' worth of overhead, the second round is not cut finer than the runtimes alive
+    assert part_size(24, 8, 4, 4, least=10) == 2 and part_size(24, 8, 4, 2, least=10) == 4
+    assert part_size(24, 12, 4, 1, least=10) == 12  # one runtime left alive takes what is left, in one part
 
 
 # -- the pool ----------------------------------------------------------------------------------------------
