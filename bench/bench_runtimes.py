@@ -6,6 +6,9 @@ Two kinds of runtime, each table measured 1, 2 and 4 runtimes side by side in on
   remote root of its own (its own set-up and work folders) through the stand-in ``cgpu`` of the tests
   (``tests/fakes/cgpu``), whose every call first waits ``--latency`` seconds, as a real call does. It takes
   #12's batched path: one check, one copy, one land-and-launch, polls that wait on the runtime, one cleanup.
+- ``cgpu-1part``: the same with the pool's first round a whole fair share (``cgpu_kit.pool.FIRST_ROUND = 1``:
+  one part per runtime, no second round to balance a slow runtime), to show what a part's overhead costs;
+  its speed-up is against the ``cgpu`` one-runtime time when both run.
 - ``mock``: each runtime is a :class:`cgpu_kit.testing.MockTransport` (the local transport: a put and a get per
   file, polls every 0.25 s) whose every call waits ``--latency`` seconds: mostly per-call costs that real cgpu
   no longer pays; kept for comparison with the earlier figures.
@@ -15,7 +18,7 @@ runtime (``workers=1``). Sleeping needs no CPU, so this runs on 2 cores. 1 runti
 path (as ``--backend``); the speed-up is its wall time over the several-runtime one.
 
     python bench/bench_runtimes.py [--items 24] [--seconds 1] [--latency 1] [--runtimes 1 2 4]
-                                   [--kinds cgpu mock] [--no-write]
+                                   [--kinds cgpu cgpu-1part mock] [--no-write]
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ import cgpu_fake  # noqa: E402
 from _results import write_section  # noqa: E402
 from support.sleepy import SleepyJob  # noqa: E402
 
-from cgpu_kit import CGPUJobManager  # noqa: E402
+from cgpu_kit import CGPUJobManager, pool  # noqa: E402
+from cgpu_kit.pool import FIRST_ROUND  # noqa: E402
 from cgpu_kit.results import JobStatus  # noqa: E402
 from cgpu_kit.testing import MockTransport  # noqa: E402
 from cgpu_kit.transports.cgpu import CgpuTransport  # noqa: E402
@@ -97,7 +101,8 @@ def one_run(kind: str, inputs: list[Path], work: Path, runtimes: int, seconds: f
             latency: float) -> tuple[float, dict, list[int]]:
     """Wall time, items by runtime and calls by runtime of one batch over ``runtimes`` runtimes of ``kind``."""
     CGPUJobManager.reset()
-    if kind == "cgpu":
+    pool.FIRST_ROUND = 1.0 if kind == "cgpu-1part" else FIRST_ROUND
+    if kind.startswith("cgpu"):
         content, log_path = stand_in_cgpu(work / f"cgpu{runtimes}", latency)
         transports = [BenchCgpu(remote_root=str(content / f"rt{n}")) for n in range(runtimes)]
     else:
@@ -110,12 +115,13 @@ def one_run(kind: str, inputs: list[Path], work: Path, runtimes: int, seconds: f
     try:
         result = CGPUJobManager().run(job)
     finally:
-        if kind == "cgpu":
+        pool.FIRST_ROUND = FIRST_ROUND
+        if kind.startswith("cgpu"):
             cgpu_fake.kill_runtime_processes(content)
     wall = time.monotonic() - started
     if result.status is not JobStatus.COMPLETED:
         raise SystemExit(f"{kind}, {runtimes} runtime(s): {result.summary()}")
-    if kind == "cgpu":  # the stand-in logs every call; a call belongs to the runtime whose root it names
+    if kind.startswith("cgpu"):  # the stand-in logs every call; a call belongs to the runtime whose root it names
         calls = [0] * runtimes
         for call in cgpu_calls(log_path):
             n = next((k for k in range(runtimes) if f"rt{k}" in call["text"]), 0)
@@ -127,9 +133,10 @@ def one_run(kind: str, inputs: list[Path], work: Path, runtimes: int, seconds: f
     return wall, {names[k]: v for k, v in by_runtime.items()}, calls
 
 
-def table(kind: str, rows: list[tuple[int, float, dict, list[int]]]) -> list[str]:
-    base = next((wall for n, wall, _, _ in rows if n == 1), None)
+def table(kind: str, rows: list[tuple[int, float, dict, list[int]]], base: float | None) -> list[str]:
+    base = next((wall for n, wall, _, _ in rows if n == 1), base)
     what = {"cgpu": "the stand-in cgpu, a remote root per runtime (#12's batched calls)",
+            "cgpu-1part": "the stand-in cgpu as above, one part per runtime (FIRST_ROUND = 1)",
             "mock": "MockTransport (local transport: a call per file, polls every 0.25 s)"}[kind]
     lines = [f"Runtimes through {what}:", "",
              "| runtimes | wall (s) | speed-up vs 1 runtime | calls by runtime | items by runtime |",
@@ -147,23 +154,28 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="each item sleeps this long")
     ap.add_argument("--latency", type=float, default=1.0, help="each transport call waits this long first")
     ap.add_argument("--runtimes", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--kinds", nargs="+", choices=["cgpu", "mock"], default=["cgpu", "mock"])
+    ap.add_argument("--kinds", nargs="+", choices=["cgpu", "cgpu-1part", "mock"], default=["cgpu", "cgpu-1part", "mock"])
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench_runtimes_"))
     tables: list[str] = []
+    cgpu_base = None
     try:
         inputs = tones(work / "in", args.items)
         for kind in args.kinds:
             rows = []
             for n in args.runtimes:
+                if kind == "cgpu-1part" and n == 1 and cgpu_base is not None:
+                    continue  # one runtime does not use the pool: the cgpu table's time is its time
                 wall, by_runtime, calls = one_run(kind, inputs, work, n, args.seconds, args.latency)
                 rows.append((n, wall, by_runtime, calls))
                 print(f"{kind}, {n} runtime(s): {wall:.1f}s, calls by runtime {calls}, items by runtime {by_runtime}",
                       flush=True)
-            tables += table(kind, rows)
+            if kind == "cgpu":
+                cgpu_base = next((wall for n, wall, _, _ in rows if n == 1), None)
+            tables += table(kind, rows, cgpu_base if kind == "cgpu-1part" else None)
     finally:
         CGPUJobManager.reset()
         shutil.rmtree(work, ignore_errors=True)

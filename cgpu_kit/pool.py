@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: the share of a fair share each runtime's first part takes; the rest is a second round that balances the
+#: runtimes (1.0: one part per runtime, the fewest overheads, but a slow runtime holds its whole share)
+FIRST_ROUND = 2 / 3
+
+
 def part_size(total: int, left: int, runtimes: int, alive: int, least: int = 1) -> int:
     """Items in the next part: guided self-scheduling in two rounds, at least 1.
 
@@ -53,7 +58,7 @@ def part_size(total: int, left: int, runtimes: int, alive: int, least: int = 1) 
     alive = max(1, alive)
     if alive == 1:
         return max(1, left)
-    first = math.ceil(2 * total / (3 * runtimes))
+    first = min(total, math.ceil(FIRST_ROUND * total / runtimes - 1e-9))
     rest = max(0, total - first * runtimes)
     share = first if left > rest else math.ceil(rest / alive)
     return max(1, min(left, max(share, min(least, math.ceil(left / alive)))))

@@ -186,6 +186,50 @@ def test_a_stopped_multi_runtime_batch_is_finished_by_running_it_again_without_r
     assert sorted(processed(counter)) == sorted(p.name for p in inputs)  # nothing finished was redone
 
 
+class CgpuWithPlugins:
+    """The cgpu transport whose runtime also imports the tests' ``support`` package (the sleepy processor), as a
+    plugin installed there would be."""
+
+    def __new__(cls, remote_root: str):
+        import os
+
+        from cgpu_kit.transports.cgpu import CgpuTransport
+
+        class Transport(CgpuTransport):
+            def runtime_env(self) -> dict[str, str]:
+                env = dict(super().runtime_env())
+                env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(Path(__file__).resolve().parent)])
+                return env
+
+        return Transport(remote_root=remote_root)
+
+
+def test_a_batch_over_two_cgpu_runtimes_leaves_nothing_on_either_and_pays_few_calls_per_part(
+        sleepy, fake_cgpu, tmp_path, monkeypatch):
+    from cgpu_kit.pool import part_plans
+
+    counter = tmp_path / "counter"
+    monkeypatch.setenv("SLEEPY_COUNTER", str(counter))
+    inputs = tones(tmp_path / "in", 6)
+    a, b = CgpuWithPlugins(str(fake_cgpu.root / "a")), CgpuWithPlugins(str(fake_cgpu.root / "b"))
+    result = CGPUJobManager().run(sleepy(inputs, tmp_path / "o", seconds=0.2, workers=1, runtimes=[a, b]))
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert sorted(processed(counter)) == sorted(p.name for p in inputs)  # each item processed once
+    assert sorted(delivered(tmp_path / "o")) == sorted(p.stem for p in inputs)  # and delivered once
+    assert sum(result.metadata["runtimes"].values()) == 6
+    # every part's work folder was removed from its runtime (in the background, while the next part ran),
+    # and no part is left open for `cgpu-kit attach` or a later run to pick up
+    assert [p for r in ("a", "b") for p in (fake_cgpu.root / r).glob(f"job_{result.job_id}*")] == []
+    assert part_plans(result.job_id, tmp_path / "o") == []
+    # 6 items on 2 runtimes: a first round of 2 each, then 1 each (two parts per runtime, no more); a part
+    # costs a check, a copy, a land-and-launch, a poll or two and a removal
+    parts = sorted((tmp_path / "o" / "_cgpu_kit").glob(f"job_{result.job_id}p*"))
+    assert len(parts) == 4
+    for root in (fake_cgpu.root / "a", fake_cgpu.root / "b"):
+        calls = [c for c in fake_cgpu.calls() if str(root) in c["text"]]
+        assert 0 < len(calls) <= 2 * 7, [c["text"][:80] for c in calls]
+
+
 # -- the real cgpu client on two Colab accounts ---------------------------------------------------------------
 
 
