@@ -103,7 +103,7 @@ def one_run(kind: str, inputs: list[Path], work: Path, runtimes: int, seconds: f
     CGPUJobManager.reset()
     pool.FIRST_ROUND = 1.0 if kind == "cgpu-1part" else FIRST_ROUND
     if kind.startswith("cgpu"):
-        content, log_path = stand_in_cgpu(work / f"cgpu{runtimes}", latency)
+        content, log_path = stand_in_cgpu(work / f"{kind}{runtimes}", latency)
         transports = [BenchCgpu(remote_root=str(content / f"rt{n}")) for n in range(runtimes)]
     else:
         transports = [MockTransport(lambda call: time.sleep(latency), remote_root=str(work / f"rt{runtimes}_{n}"))
