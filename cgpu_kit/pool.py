@@ -1,11 +1,14 @@
 """One batch spread over several runtimes: a pool of workers, one per runtime, pulling parts from one queue.
 
 The prepared batch (validated, planned, finished items skipped) is cut into parts as the workers ask for them:
-about ``1/(2*runtimes)`` of the batch at first, shrinking with what is left, so a fast runtime takes more parts
-and the last ones finish close together. Each part runs as a *part-job* (same type, params, output folder and
-ledger; its own job id and remote work folder) through the manager's usual per-runtime steps (set-up once,
-upload, run, download, transport retries, lost-runtime resume), so it delivers through the normal engine and
-leaves a plan that a later run or ``cgpu-kit attach`` picks up.
+about ``2/3`` of a fair share each at first, then the rest split evenly over the runtimes still alive, so a fast
+runtime takes more and the last parts finish close together (:func:`part_size`). A finished part's remote
+folder is removed in the background while its runtime already runs the next part.
+
+Each part runs as a *part-job* (same type, params, output folder and ledger; its own job id and remote work
+folder) through the manager's usual per-runtime steps (set-up once, upload, run, download, transport retries,
+lost-runtime resume), so it delivers through the normal engine and leaves a plan that a later run or
+``cgpu-kit attach`` picks up.
 
 A runtime that fails for good (login lost, quota refused, recycled beyond ``max_runtime_losses``, transport
 retries exhausted) is dropped with a warning naming it and why; its unfinished items go back to the queue. A
@@ -37,15 +40,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def part_size(total: int, left: int, runtimes: int, alive: int, least: int = 1) -> int:
-    """Items in the next part: at most ``total/(2*runtimes)``, shrinking to ``left/(2*alive)``, at least 1.
+#: the share of a fair share each runtime's first part takes; the rest is a second round that balances the
+#: runtimes (1.0: one part per runtime, the fewest overheads, but a slow runtime holds its whole share)
+FIRST_ROUND = 2 / 3
 
-    ``least`` is the size below which a part would cost more in its fixed overhead (uploads, a kernel start,
-    the last fetches) than in its items (measured on the parts done so far); a part is never smaller, but
-    never more than a fair share (``left/alive``) either, so a fast runtime still does more."""
+
+def part_size(total: int, left: int, runtimes: int, alive: int, least: int = 1) -> int:
+    """Items in the next part: guided self-scheduling in two rounds, at least 1.
+
+    Every part pays a fixed overhead (its calls, a kernel start, the last poll), so parts are few. The first
+    round gives each runtime about ``2/3`` of a fair share; the rest is the second round, split evenly over the
+    runtimes alive, so with runtimes of the same speed each does two parts and the second ones end together,
+    while a fast runtime, back early, takes a second part while a slow one still works through its first.
+    ``least`` is the size below which a part would cost more in its overhead than in its items (measured on
+    the parts done so far): a part is never smaller unless that would leave a runtime idle (more than a
+    fair share of what is left). A runtime left alone takes all that is left."""
     alive = max(1, alive)
-    guided = min(math.ceil(total / (2 * runtimes)), math.ceil(left / (2 * alive)))
-    return max(1, min(left, max(guided, least), math.ceil(left / alive)))
+    if alive == 1:
+        return max(1, left)
+    first = min(total, math.ceil(FIRST_ROUND * total / runtimes - 1e-9))
+    rest = max(0, total - first * runtimes)
+    share = first if left > rest else math.ceil(rest / alive)
+    return max(1, min(left, max(share, min(least, math.ceil(left / alive)))))
 
 
 class Worker:
@@ -56,6 +72,8 @@ class Worker:
         self.spec = spec
         self.runtime = runtime
         self.state: SessionState | None = None
+        #: removals of finished parts' remote folders, off the critical path (joined when the worker ends)
+        self.cleanups: list[threading.Thread] = []
 
 
 class Pool:
@@ -184,8 +202,14 @@ class Pool:
                 notify(self.job, parent)
         if part.error and not self.job.error and self.manager.pacing.clock.now() > self.deadline:
             self.job.error = part.error
-        part.cleanup(worker.state.transport if worker.state is not None else None)
         self.measure(part, time.monotonic() - started)
+        transport = worker.state.transport if worker.state is not None else None
+        if transport is None:
+            part.cleanup(None)
+        else:  # one call the runtime's next part need not wait for
+            tidy = threading.Thread(target=part.cleanup, args=(transport,), name=f"cgpu-kit tidy {part.job_id}", daemon=True)
+            tidy.start()
+            worker.cleanups.append(tidy)
         return True
 
     def measure(self, part: CGPUJob, wall: float) -> None:
@@ -209,12 +233,14 @@ class Pool:
 
             self.drop(worker, describe_failure(exc))
             return
-        while worker.label in self.alive:
-            items = self.take()
-            if not items:
-                return
-            if not self.run_part(worker, items):
-                return
+        try:
+            while worker.label in self.alive:
+                items = self.take()
+                if not items or not self.run_part(worker, items):
+                    return
+        finally:
+            for tidy in worker.cleanups:
+                tidy.join()
 
     # -- the whole batch -----------------------------------------------------------------------------------
 

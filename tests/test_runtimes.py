@@ -86,13 +86,17 @@ def test_the_cli_refuses_a_bad_runtime_with_exit_2_before_anything_runs(tmp_path
     assert not (tmp_path / "o" / "_cgpu_kit" / "ledger.jsonl").exists()
 
 
-def test_parts_shrink_toward_the_end_and_are_never_smaller_than_their_overhead_is_worth():
+def test_parts_are_few_and_the_last_ones_end_together():
     from cgpu_kit.pool import part_size
 
-    assert part_size(24, 24, 2, 2) == 6 and part_size(24, 6, 2, 2) == 2 and part_size(24, 1, 2, 2) == 1
-    # a part costs 10 items' worth of overhead: the 6 left go 3 and 3, not 2, 1, 1...
-    assert part_size(24, 6, 2, 2, least=10) == 3
-    assert part_size(24, 12, 4, 1, least=10) == 10  # one runtime left alive may take more than its first share
+    # 24 items on 2 runtimes: a first round of 8 each, then the 8 left as 4 and 4 (two parts per runtime)
+    assert part_size(24, 24, 2, 2) == 8 and part_size(24, 16, 2, 2) == 8
+    assert part_size(24, 8, 2, 2) == 4 and part_size(24, 4, 2, 2) == 4
+    # on 4 runtimes: 4 each, then the 8 left as 2 each; never more than a fair share of what is left
+    assert part_size(24, 24, 4, 4) == 4 and part_size(24, 8, 4, 4) == 2 and part_size(24, 1, 4, 4) == 1
+    # when a part costs 10 items' worth of overhead, the second round is not cut finer than the runtimes alive
+    assert part_size(24, 8, 4, 4, least=10) == 2 and part_size(24, 8, 4, 2, least=10) == 4
+    assert part_size(24, 12, 4, 1, least=10) == 12  # one runtime left alive takes what is left, in one part
 
 
 # -- the pool ----------------------------------------------------------------------------------------------
@@ -180,6 +184,50 @@ def test_a_stopped_multi_runtime_batch_is_finished_by_running_it_again_without_r
     assert sorted(delivered(tmp_path / "o")) == sorted(p.stem for p in inputs)  # every item delivered once
     assert all(Path(tmp_path / "o" / f"{p.stem}.bin").exists() for p in inputs)
     assert sorted(processed(counter)) == sorted(p.name for p in inputs)  # nothing finished was redone
+
+
+class CgpuWithPlugins:
+    """The cgpu transport whose runtime also imports the tests' ``support`` package (the sleepy processor), as a
+    plugin installed there would be."""
+
+    def __new__(cls, remote_root: str):
+        import os
+
+        from cgpu_kit.transports.cgpu import CgpuTransport
+
+        class Transport(CgpuTransport):
+            def runtime_env(self) -> dict[str, str]:
+                env = dict(super().runtime_env())
+                env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(Path(__file__).resolve().parent)])
+                return env
+
+        return Transport(remote_root=remote_root)
+
+
+def test_a_batch_over_two_cgpu_runtimes_leaves_nothing_on_either_and_pays_few_calls_per_part(
+        sleepy, fake_cgpu, tmp_path, monkeypatch):
+    from cgpu_kit.pool import part_plans
+
+    counter = tmp_path / "counter"
+    monkeypatch.setenv("SLEEPY_COUNTER", str(counter))
+    inputs = tones(tmp_path / "in", 6)
+    a, b = CgpuWithPlugins(str(fake_cgpu.root / "a")), CgpuWithPlugins(str(fake_cgpu.root / "b"))
+    result = CGPUJobManager().run(sleepy(inputs, tmp_path / "o", seconds=0.2, workers=1, runtimes=[a, b]))
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert sorted(processed(counter)) == sorted(p.name for p in inputs)  # each item processed once
+    assert sorted(delivered(tmp_path / "o")) == sorted(p.stem for p in inputs)  # and delivered once
+    assert sum(result.metadata["runtimes"].values()) == 6
+    # every part's work folder was removed from its runtime (in the background, while the next part ran),
+    # and no part is left open for `cgpu-kit attach` or a later run to pick up
+    assert [p for r in ("a", "b") for p in (fake_cgpu.root / r).glob(f"job_{result.job_id}*")] == []
+    assert part_plans(result.job_id, tmp_path / "o") == []
+    # 6 items on 2 runtimes: a first round of 2 each, then 1 each (two parts per runtime, no more); a part
+    # costs a check, a copy, a land-and-launch, a poll or two and a removal
+    parts = sorted((tmp_path / "o" / "_cgpu_kit").glob(f"job_{result.job_id}p*"))
+    assert len(parts) == 4
+    for root in (fake_cgpu.root / "a", fake_cgpu.root / "b"):
+        calls = [c for c in fake_cgpu.calls() if str(root) in c["text"]]
+        assert 0 < len(calls) <= 2 * 7, [c["text"][:80] for c in calls]
 
 
 # -- the real cgpu client on two Colab accounts ---------------------------------------------------------------
