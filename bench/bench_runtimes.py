@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import platform
 import shutil
-import struct
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -43,27 +40,13 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), str(H
 
 import cgpu_fake  # noqa: E402
 from _results import write_section  # noqa: E402
-from support.sleepy import SleepyJob  # noqa: E402
+from support.sleepy import SleepyJob, tones  # noqa: E402
 
 from cgpu_kit import CGPUJobManager, pool  # noqa: E402
 from cgpu_kit.pool import FIRST_ROUND  # noqa: E402
 from cgpu_kit.results import JobStatus  # noqa: E402
 from cgpu_kit.testing import MockTransport  # noqa: E402
 from cgpu_kit.transports.cgpu import CgpuTransport  # noqa: E402
-
-
-def tones(folder: Path, n: int) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for k in range(n):
-        path = folder / f"tone {k}.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
-            w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i * (k + 1) * 0.05))) for i in range(400)))
-        out.append(path)
-    return out
 
 
 class BenchCgpu(CgpuTransport):

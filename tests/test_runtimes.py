@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
-import struct
 import time
-import wave
 from pathlib import Path
 
 import pytest
+from support.sleepy import tones
 
 from cgpu_kit import CGPUJobManager
 from cgpu_kit.cli import main
@@ -17,21 +15,6 @@ from cgpu_kit.exceptions import CallRefusedError, CgpuAuthError, ParameterError
 from cgpu_kit.results import ItemStatus, JobStatus
 from cgpu_kit.runtimes import parse_runtime
 from cgpu_kit.testing import MockTransport
-
-
-def tones(folder: Path, n: int) -> list[Path]:
-    """``n`` different tiny WAV files (real audio: ffprobe validates them)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for k in range(n):
-        path = folder / f"tone {k}.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(8000)
-            w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i * (k + 1) * 0.05))) for i in range(400)))
-        out.append(path)
-    return out
 
 
 def slow_calls(seconds: float):

@@ -6,8 +6,11 @@ Registered as a plugin would be (the ``sleepy`` fixture puts an entry point of t
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import time
+import wave
 from pathlib import Path
 from typing import ClassVar
 
@@ -52,3 +55,18 @@ class SleepProcessor(Processor):
                 f.write(ctx.item.name.replace("\n", "\\n") + "\n")
         ctx.metadata["slept"] = self.params["seconds"]
         return [out]
+
+
+def tones(folder: Path, n: int) -> list[Path]:
+    """``n`` different tiny WAV files, the sleepy job's inputs (real audio: ffprobe validates them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(n):
+        path = folder / f"tone {k}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i * (k + 1) * 0.05))) for i in range(400)))
+        out.append(path)
+    return out
