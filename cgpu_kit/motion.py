@@ -77,19 +77,28 @@ SEEK_ABOVE_SECONDS = 60.0
 
 
 def _gray(path: Path, w: int, h: int, *, seek: float | None = None, frames: int | None = None, every: int = 1,
-          timeout: float = 120) -> Any:
+          timeout: float = 120, sheet: tuple[str, Path] | None = None) -> Any:
     """Frames of ``path`` as float32 grey ``(n, h, w)``: all of them, ``frames`` from ``seek`` seconds, or (with
-    ``every`` > 1) the pairs ``n, n+1`` of each ``every`` frames."""
+    ``every`` > 1) the pairs ``n, n+1`` of each ``every`` frames. With ``sheet`` (a filter chain, a JPEG path)
+    the same decode also writes that one picture, so a report's contact sheet costs no second decode."""
     np = _np()
     argv = [quick_ffmpeg(), "-nostdin", "-v", "error"]
     if seek:
         argv += ["-ss", f"{seek:.3f}"]
     pick = f"select='lt(mod(n\\,{every})\\,2)'," if every > 1 else ""
-    argv += ["-i", "file:" + str(path), "-an", "-vf", f"{pick}scale={w}:{h}:flags=area,format=gray",
-             "-fps_mode", "passthrough"]
+    grey = f"{pick}scale={w}:{h}:flags=area,format=gray"
+    argv += ["-i", "file:" + str(path), "-an"]
+    if sheet:
+        argv += ["-filter_complex", f"[0:v]split=2[g0][s0];[g0]{grey}[g];[s0]{sheet[0]}[s]", "-map", "[g]"]
+    else:
+        argv += ["-vf", grey]
+    argv += ["-fps_mode", "passthrough"]
     if frames:
         argv += ["-frames:v", str(frames)]
     argv += ["-f", "rawvideo", "-"]
+    if sheet:
+        argv += ["-map", "[s]", "-frames:v", "1", "-q:v", "4", "-c:v", "mjpeg", "-f", "image2", "-update", "1",
+                 "-y", "file:" + str(sheet[1])]
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     if proc.returncode != 0:
         raise InputError(f"{path}: ffmpeg could not decode its frames: {proc.stderr.decode(errors='replace').strip()[-300:]}",
@@ -99,11 +108,11 @@ def _gray(path: Path, w: int, h: int, *, seek: float | None = None, frames: int 
 
 
 def measure(path: Path, *, max_pairs: int = 150, run: int = 16, max_width: int = 256, crop: float = 0.5,
-            info: MediaInfo | None = None) -> Motion:
+            info: MediaInfo | None = None, sheet: tuple[str, Path] | None = None) -> Motion:
     """The camera motion of ``path``: phase correlation on a central crop (``crop`` of each side) of pairs of
     consecutive frames, ``max_pairs`` in all: every pair of a short clip, pairs spread over a clip up to
     :data:`SEEK_ABOVE_SECONDS` (decoded once), runs of ``run`` frames seeked to in a longer one (never decoded
-    whole)."""
+    whole). ``sheet``: see :func:`_gray`; written only when a short clip is decoded whole (check that it exists)."""
     info = info or probe(path)
     if not info.has_video or not info.width or not info.height:
         raise InputError(f"{path}: no video stream to measure motion on", path=str(path))
@@ -115,7 +124,7 @@ def measure(path: Path, *, max_pairs: int = 150, run: int = 16, max_width: int =
     factor = info.width / w
     pairs_only = 1
     if total <= max_pairs + 1 or duration <= 0:
-        windows = [(0.0, _gray(path, w, h))]
+        windows = [(0.0, _gray(path, w, h, sheet=sheet))]
     elif duration <= SEEK_ABOVE_SECONDS:
         pairs_only = max(2, total // max_pairs)
         windows = [(0.0, _gray(path, w, h, every=pairs_only))]

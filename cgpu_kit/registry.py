@@ -87,9 +87,9 @@ def job_class(job_type: str) -> type[CGPUJob]:
 def available() -> dict[str, type[CGPUJob]]:
     """The job types whose classes import here (one whose module is broken is left out, with a warning)."""
     found = {}
-    for name in job_types():
+    for name, target in job_types().items():  # one entry-point scan (0.05-0.1 s each), not one per type
         try:
-            found[name] = job_class(name)
+            found[name] = load(target)
         except ImportError as exc:
             log.warning("job type %s cannot be loaded: %s", name, exc)
     return found

@@ -40,6 +40,12 @@ def _jpeg(path: Path, filters: str, *, seek: float | None = None, timeout: float
     return proc.stdout
 
 
+def strip_filter(duration: float, *, frames: int = FRAMES, height: int = THUMB_HEIGHT) -> str:
+    """The filter chain that makes :func:`strip`'s picture of a clip of ``duration`` seconds decoded whole."""
+    spread = f"fps={frames}/{duration:.3f}," if duration > 0 else ""
+    return f"{spread}scale=-2:{height},tile={frames}x1"
+
+
 def strip(path: Path, *, frames: int = FRAMES, height: int = THUMB_HEIGHT, info: MediaInfo | None = None,
           timeout: float = 60) -> bytes:
     """``frames`` frames spread evenly over a clip, side by side in one JPEG ``height`` pixels tall.
@@ -49,8 +55,7 @@ def strip(path: Path, *, frames: int = FRAMES, height: int = THUMB_HEIGHT, info:
     info = info or probe(path)
     duration = info.duration or 0.0
     if duration <= SEEK_ABOVE_SECONDS:  # decoded once (a seek decodes from the keyframe before it)
-        spread = f"fps={frames}/{duration:.3f}," if duration > 0 else ""
-        return _jpeg(path, f"{spread}scale=-2:{height},tile={frames}x1")
+        return _jpeg(path, strip_filter(duration, frames=frames, height=height))
     argv = [quick_ffmpeg(), "-nostdin", "-v", "error"]
     for k in range(frames):
         argv += ["-ss", f"{duration * (k + 0.5) / frames:.3f}", "-i", "file:" + str(path)]
@@ -132,4 +137,4 @@ def shift_plot(series: Sequence[tuple[str, str, Sequence[float], Sequence[float]
     return "".join(parts)
 
 
-__all__ = ["crop_pair", "data_uri", "img", "middle_frame", "shift_plot", "strip"]
+__all__ = ["crop_pair", "data_uri", "img", "middle_frame", "shift_plot", "strip", "strip_filter"]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import html
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from .media import MediaInfo, probe, quick_probe
 from .report import Preview, ReportContext, register_section
-from .report_media import THUMB_HEIGHT, crop_pair, data_uri, img, shift_plot, strip
+from .report_media import THUMB_HEIGHT, crop_pair, data_uri, img, shift_plot, strip, strip_filter
 from .results import ItemResult
 from .subtitles import Transcript, read_cues, timestamp
 
@@ -42,22 +44,37 @@ def _probed(item: ItemResult, source: Path) -> MediaInfo:
     return probe(source)
 
 
+def _sheet_and_motion(path: Path, info: MediaInfo, sheet: Path) -> tuple[bytes, Any]:
+    """A clip's contact sheet and its measured motion (or why it was not measured) from ONE decode where the clip
+    is short (the sheet made beside the grey frames); separately otherwise or when the measure failed."""
+    from .motion import SEEK_ABOVE_SECONDS, measure
+
+    duration = info.duration or 0.0
+    try:
+        motion: Any = measure(path, info=info,
+                              sheet=(strip_filter(duration), sheet) if duration <= SEEK_ABOVE_SECONDS else None)
+    except Exception as exc:  # numpy missing, an undecodable frame: the sheet is still worth showing
+        motion = exc
+    picture = sheet.read_bytes() if sheet.is_file() and sheet.stat().st_size else strip(path, info=info)
+    return picture, motion
+
+
 @register_section("stabilize")
 def stabilize_section(item: ItemResult, ctx: ReportContext) -> Preview:
     """A contact sheet (input above output) and the frame-to-frame shift of both, plotted over time."""
-    from .motion import measure
-
     source, output = _existing(item.input_path), _existing(item.outputs[0])
     src_info, out_info = _probed(item, source), quick_probe(output)
+    with tempfile.TemporaryDirectory(prefix="cgpu-kit-sheet-") as folder:
+        src_sheet, before = _sheet_and_motion(source, src_info, Path(folder) / "input.jpg")
+        out_sheet, after = _sheet_and_motion(output, out_info, Path(folder) / "output.jpg")
     sheet = (f'<div style="{_LABEL}">input</div>'
-             + img(data_uri(strip(source, info=src_info)), "input frames", style=f"height:{THUMB_HEIGHT}px")
+             + img(data_uri(src_sheet), "input frames", style=f"height:{THUMB_HEIGHT}px")
              + f'<div style="{_LABEL}">stabilized</div>'
-             + img(data_uri(strip(output, info=out_info)), "stabilized frames", style=f"height:{THUMB_HEIGHT}px"))
+             + img(data_uri(out_sheet), "stabilized frames", style=f"height:{THUMB_HEIGHT}px"))
     figures: dict[str, float] = {}
-    try:
-        before, after = measure(source, info=src_info), measure(output, info=out_info)
-    except Exception as exc:  # numpy missing, an undecodable frame: the sheet is still worth showing
-        motion = f'<div style="{_LABEL}">camera motion not measured: {html.escape(str(exc)[:200])}</div>'
+    failed = before if isinstance(before, Exception) else after if isinstance(after, Exception) else None
+    if failed is not None:
+        motion = f'<div style="{_LABEL}">camera motion not measured: {html.escape(str(failed)[:200])}</div>'
     else:
         figures = {"shift_before": round(before.mean, 3), "shift_after": round(after.mean, 3)}
         ratio = f" ({before.mean / after.mean:.1f}&times; less)" if before.mean > after.mean > 0.05 else ""

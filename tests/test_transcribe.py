@@ -16,8 +16,8 @@ from cgpu_kit import JobStatus, MissingDependencyError, ParameterError, Transcri
 from cgpu_kit.jobs.transcribe import check_params
 from cgpu_kit.manager import CGPUJobManager
 from cgpu_kit.results import ItemStatus
-from cgpu_kit.runtime.context import ItemContext, ItemTimeout, RuntimeItem
-from cgpu_kit.runtime.transcribe import OpenAIWhisperEngine, TranscribeProcessor, resolve_model
+from cgpu_kit.runtime.context import ItemContext, ItemError, ItemTimeout, RuntimeItem
+from cgpu_kit.runtime.transcribe import OpenAIWhisperEngine, TranscribeProcessor, decode_in_process, resolve_model
 from cgpu_kit.subtitles import parse_json, parse_srt, parse_txt, parse_vtt, read_cues, same_cues
 from cgpu_kit.transports.local import LocalTransport
 
@@ -139,6 +139,17 @@ def test_when_one_file_is_broken_it_fails_alone_with_a_clear_error(batch):
     assert "broken.wav" in items["broken.wav"].error and "not readable media" in items["broken.wav"].error
     assert not list(out.glob("broken.*"))
     assert sum(i.status is ItemStatus.DONE for i in result.items) == 3
+
+
+def test_when_audio_that_passed_the_probe_cannot_be_decoded_on_the_runtime_the_item_fails_with_a_clear_error(media, tmp_path):
+    damaged = tmp_path / "damaged.m4a"
+    damaged.write_bytes(b"\x00garbage" * 400)  # the probe said audio; the file changed or lied
+    done = decode_in_process(ItemContext(RuntimeItem("i0000", "speech.wav", media["speech"], 0, {"has_audio": True}),
+                                         tmp_path / "ok", {}, timeout=60))
+    assert len(done) > 16000  # seconds of 16 kHz samples, decoded in this process
+    with pytest.raises(ItemError, match="could not be decoded|no audio samples"):
+        decode_in_process(ItemContext(RuntimeItem("i0001", "damaged.m4a", damaged, 0, {"has_audio": True}),
+                                      tmp_path / "bad", {}, timeout=60))
 
 
 def test_when_an_item_runs_past_its_timeout_it_fails_alone_and_the_loaded_model_goes_on(media, model_dir, tmp_path):

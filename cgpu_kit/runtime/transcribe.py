@@ -1,13 +1,15 @@
 """Whisper on the runtime: the model is loaded once per batch, then each item is heard and written out.
 
-Per item: ffmpeg takes the first audio track out as 16 kHz mono WAV (video or audio, any container), the
+Per item: the first audio track is taken out as 16 kHz mono (video or audio, any container), the
 engine transcribes it, and the subtitle files are written from one normalized transcript, so they agree.
 
 Engines:
 
 - ``faster-whisper``: the model is loaded in ``__init__`` and reused; the item's timeout is checked between
-  segments. The model is found offline first (a local folder as is; a name in the Hugging Face cache or in a
-  package that ships it), and downloaded only where the runtime can (Colab can; ``HF_HUB_OFFLINE`` forbids).
+  segments. The audio is decoded in this process by faster-whisper's own ``decode_audio`` (PyAV), as a plain
+  faster-whisper loop does: no ffmpeg process and no WAV file per item. The model is found offline first (a
+  local folder as is; a name in the Hugging Face cache or in a package that ships it), and downloaded only
+  where the runtime can (Colab can; ``HF_HUB_OFFLINE`` forbids).
 - ``openai-whisper``: the reference ``whisper`` command, run once per item, its files renamed to ours.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import MissingDependencyError, ParameterError
-from ..media import find_ffmpeg
+from ..media import find_ffmpeg, quick_ffmpeg
 from ..subtitles import Segment, Transcript, Word, write
 from .context import ItemContext, ItemError
 from .processor import Processor
@@ -52,6 +54,24 @@ def extract_audio(ctx: ItemContext, ffmpeg: str) -> Path:
     if not wav.is_file() or wav.stat().st_size <= 44:
         raise ItemError("ffmpeg found no audio samples in it; is the audio track empty?")
     return wav
+
+
+def decode_in_process(ctx: ItemContext) -> Any:
+    """The first audio track of the item as 16 kHz mono float samples, decoded here by faster-whisper's PyAV
+    reader; an undecodable or silent track is the item's error, as with :func:`extract_audio`."""
+    if not ctx.item.probe.get("has_audio", True):
+        raise ItemError("has no audio track, so there is nothing to transcribe")
+    from faster_whisper.audio import decode_audio
+
+    started = time.monotonic()
+    try:
+        samples = decode_audio(str(ctx.item.path), sampling_rate=16000)
+    except Exception as exc:  # PyAV raises its own errors (InvalidDataError, ...) for damaged audio
+        raise ItemError(f"its audio could not be decoded ({type(exc).__name__}: {str(exc)[:200]}); re-export it") from None
+    ctx.timings["extract"] = round(time.monotonic() - started, 3)
+    if len(samples) == 0:
+        raise ItemError("no audio samples could be decoded from it; is the audio track empty?")
+    return samples
 
 
 # -- finding a faster-whisper model --------------------------------------------------------------------------
@@ -157,11 +177,14 @@ class FasterWhisperEngine:
         self.load_seconds = round(time.monotonic() - started, 3)
         log.info("loaded Whisper model %s from %s in %.1fs", params["model"], self.model_info.source, self.load_seconds)
 
-    def transcribe(self, ctx: ItemContext, audio: Path) -> Transcript:
+    #: the engine decodes the audio in this process (see :func:`decode_in_process`)
+    decodes = True
+
+    def transcribe(self, ctx: ItemContext, audio: Any) -> Transcript:
         p = self.params
         started = time.monotonic()
         segments, info = self.model.transcribe(
-            str(audio), language=None if p["language"] == "auto" else p["language"], task=p["task"],
+            str(audio) if isinstance(audio, Path) else audio, language=None if p["language"] == "auto" else p["language"], task=p["task"],
             beam_size=p["beam_size"], word_timestamps=p["word_timestamps"], vad_filter=p["vad_filter"],
             initial_prompt=p["initial_prompt"] or None,
         )
@@ -173,7 +196,7 @@ class FasterWhisperEngine:
         ctx.timings["transcribe"] = round(time.monotonic() - started, 3)
         return Transcript(heard, info.language, float(info.duration), info.language_probability, p["task"], self.name, p["model"])
 
-    def run(self, ctx: ItemContext, audio: Path) -> list[Path]:
+    def run(self, ctx: ItemContext, audio: Any) -> list[Path]:
         transcript = self.transcribe(ctx, audio).normalized()
         ctx.metadata.update(
             language=transcript.language, language_probability=round(float(transcript.language_probability or 0), 4),
@@ -269,7 +292,7 @@ class TranscribeProcessor(Processor):
 
     def __init__(self, params: dict[str, Any]) -> None:
         super().__init__(params)
-        self.ffmpeg = find_ffmpeg()
+        self.ffmpeg = quick_ffmpeg()
         self.engine = ENGINES[params["engine"]](params)
         self.metadata = self.engine.describe()
         if params["engine"] == "openai-whisper" and params["vad_filter"]:
@@ -277,6 +300,8 @@ class TranscribeProcessor(Processor):
 
     def process(self, ctx: ItemContext) -> list[Path]:
         ctx.metadata.update(self.metadata)
+        if getattr(self.engine, "decodes", False):
+            return self.engine.run(ctx, decode_in_process(ctx))
         audio = extract_audio(ctx, self.ffmpeg)
         try:
             return self.engine.run(ctx, audio)
