@@ -122,7 +122,7 @@ class ControlPanel:
         self.backend = w.Dropdown(options=list(TRANSPORTS), value=backend, description="backend", style=label,
                                   tooltip="local: this machine; cgpu: a Colab runtime through the cgpu CLI")
         self.runtimes = w.Text(value=runtimes if isinstance(runtimes, str) else ", ".join(runtimes), description="runtimes",
-                               placeholder="empty: the backend; or several: cgpu, cgpu:~/account2, local",
+                               placeholder="empty: the backend; or e.g. cgpu, cgpu:~/account2, local, dask:tcp://host:8786",
                                tooltip="runtimes to spread the batch over, separated by commas (--runtime SPEC)",
                                style=label, layout=wide)
         self.runtimes.add_class("cgpu-kit-runtimes")
