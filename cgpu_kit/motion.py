@@ -112,7 +112,8 @@ def measure(path: Path, *, max_pairs: int = 150, run: int = 16, max_width: int =
     """The camera motion of ``path``: phase correlation on a central crop (``crop`` of each side) of pairs of
     consecutive frames, ``max_pairs`` in all: every pair of a short clip, pairs spread over a clip up to
     :data:`SEEK_ABOVE_SECONDS` (decoded once), runs of ``run`` frames seeked to in a longer one (never decoded
-    whole). ``sheet``: see :func:`_gray`; written only when a short clip is decoded whole (check that it exists)."""
+    whole). ``sheet``: see :func:`_gray`; written where the clip is decoded in one pass (up to
+    :data:`SEEK_ABOVE_SECONDS`), not where runs are seeked to (check that it exists)."""
     info = info or probe(path)
     if not info.has_video or not info.width or not info.height:
         raise InputError(f"{path}: no video stream to measure motion on", path=str(path))
@@ -127,7 +128,7 @@ def measure(path: Path, *, max_pairs: int = 150, run: int = 16, max_width: int =
         windows = [(0.0, _gray(path, w, h, sheet=sheet))]
     elif duration <= SEEK_ABOVE_SECONDS:
         pairs_only = max(2, total // max_pairs)
-        windows = [(0.0, _gray(path, w, h, every=pairs_only))]
+        windows = [(0.0, _gray(path, w, h, every=pairs_only, sheet=sheet))]  # the sheet sees every frame
     else:
         count = max(1, max_pairs // (run - 1))
         span = max(0.0, duration - (run + 1) / fps)

@@ -234,3 +234,19 @@ def test_when_an_item_changes_after_its_early_preview_then_the_report_shows_its_
     page = report_mod.render(result, tmp_path)
     assert "a.final.bin" in page and "a.first.bin" not in page and "b.bin" in page
     assert made.count((str(tmp_path / "b.bin"),)) == 1  # made once, early, and taken as it was
+
+
+@pytest.mark.parametrize("frames", [40, 200], ids=["every-pair", "sampled-pairs"])
+def test_when_motion_is_measured_with_a_contact_sheet_then_one_decode_gives_the_same_sheet_and_motion(
+        shaky_clip, tmp_path, frames):
+    """The report's single decode per clip: the sheet it writes beside the grey frames is the picture strip() makes
+    on its own, and the motion is the same as measured alone."""
+    from cgpu_kit.media import probe
+    from cgpu_kit.report_media import strip, strip_filter
+
+    clip = shaky_clip(**{**TINY, "frames": frames})
+    info = probe(clip)
+    sheet = tmp_path / "sheet.jpg"
+    together = measure(clip, info=info, sheet=(strip_filter(info.duration), sheet))
+    assert sheet.read_bytes() == strip(clip, info=info)
+    assert together.shifts == measure(clip, info=info).shifts
