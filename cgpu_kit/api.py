@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .cluster import backend_name
+from .cluster import place_scheduler
 from .exceptions import ParameterError
 from .manager import CGPUJobManager
 from .registry import job_class, job_types
@@ -29,12 +29,7 @@ def run(job_type: str, paths: Iterable[str | os.PathLike[str]] | str | os.PathLi
     Wrong arguments raise :class:`ParameterError` (an empty list of inputs too, as the CLI refuses it) before
     anything runs; whatever happens, the output folder's lock is released when this returns or raises.
     """
-    if runtimes is not None and scheduler:  # runtimes=["dask", ...] with scheduler=X: dask is dask:X
-        listed = [runtimes] if isinstance(runtimes, str) else list(runtimes)
-        if "dask" in listed:
-            runtimes, scheduler = [backend_name(r, scheduler) if r == "dask" else r for r in listed], None
-    if isinstance(backend, str):
-        backend = backend_name(backend, scheduler)
+    backend, runtimes = place_scheduler(backend, runtimes, scheduler)
     job = job_class(job_type)(paths, out_dir, backend=backend, runtimes=runtimes, **options)
     if not job.inputs:
         raise ParameterError(f"no inputs: give {job_type} at least one file", name="inputs")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .cluster import backend_name, is_dask_backend, scheduler_address
+from .cluster import is_dask_backend, place_scheduler, scheduler_address
 from .exceptions import CgpuKitError, ParameterError
 from .manager import CGPUJobManager, describe_failure
 from .params import Param, check_number
@@ -185,11 +185,10 @@ def run_job_command(args: argparse.Namespace) -> int:
         inputs += [str(p) for p in sample_inputs(args.job_type)]
     if not inputs:
         raise ParameterError(f"no inputs: give files to {args.job_type}, or --samples")
-    dask_runtimes = "dask" in (args.runtimes or [])  # `--runtime dask --scheduler X` is `--runtime dask:X`
-    backend: Any = backend_name(args.backend, None if dask_runtimes else args.scheduler)
+    backend, runtimes = place_scheduler(args.backend, args.runtimes, args.scheduler)
     if is_dask_backend(backend):  # no scheduler anywhere: refused before anything is checked or run
         scheduler_address(backend)
-    if is_dask_backend(backend) or any(is_dask_backend(r) for r in args.runtimes or []):
+    if is_dask_backend(backend) or any(is_dask_backend(r) for r in runtimes or []):
         logging.getLogger("cgpu_kit.cluster").setLevel(logging.INFO)  # the dashboard link, where parts run
     session_options = {k: v for k, v in (("session", args.session), ("gpu", args.colab_gpu), ("keep_session", args.keep_session))
                        if v is not None}
@@ -199,8 +198,8 @@ def run_job_command(args: argparse.Namespace) -> int:
         backend=backend, remote_root=args.remote_root, timeout=args.timeout, item_timeout=args.item_timeout,
         workers=args.workers, force=args.force, overwrite=args.overwrite,
     )
-    if args.runtimes:  # a bad SPEC: exit 2, naming it and the accepted forms
-        options["runtimes"] = parse_runtimes([backend_name(r, args.scheduler) if r == "dask" else r for r in args.runtimes])
+    if runtimes:  # a bad SPEC: exit 2, naming it and the accepted forms
+        options["runtimes"] = parse_runtimes(runtimes)
     if args.part_mb is not None:
         options["part_bytes"] = int(check_number("--part-mb", args.part_mb) * 1e6) or 1
     if args.max_pixels is not None:

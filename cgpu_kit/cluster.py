@@ -63,6 +63,15 @@ def backend_name(backend: str, scheduler: str | None) -> str:
     return backend
 
 
+def place_scheduler(backend: Any, runtimes: Any, scheduler: str | None) -> tuple[Any, Any]:
+    """Where ``--scheduler`` (``scheduler=``) goes: to a bare ``dask`` among the runtimes when there is one
+    (``--runtime dask --scheduler X`` is ``--runtime dask:X``), else to the backend (:func:`backend_name`)."""
+    listed = [runtimes] if isinstance(runtimes, str) else list(runtimes) if runtimes is not None else None
+    if scheduler and listed and "dask" in listed:
+        return backend, [f"dask:{scheduler}" if r == "dask" else r for r in listed]
+    return (backend_name(backend, scheduler) if isinstance(backend, str) else backend), runtimes
+
+
 def scheduler_address(backend: str = "dask") -> str:
     """The scheduler of ``backend``: its own ``dask:ADDRESS``, else ``DASK_SCHEDULER_ADDRESS``, else Dask's
     ``scheduler-address`` setting. None anywhere is a :class:`ParameterError` saying the three ways."""
