@@ -95,7 +95,7 @@ class Pool:
         for spec in runtimes:
             label = runtime_label(spec)
             runtime = open_runtime(spec)
-            slots = max(1, int(getattr(runtime, "slots", 1))) if isinstance(runtime, Runner) and not isinstance(runtime, Transport) else 1
+            slots = 1 if isinstance(runtime, Transport) else max(1, int(runtime.slots))  # a runner: a worker per slot
             self.workers += [Worker(label, spec, runtime) for _ in range(slots)]
         self.alive = {w.label for w in self.workers}
         #: measured on finished parts: seconds a part costs besides its items, and seconds per item

@@ -45,6 +45,7 @@ class Runner(Protocol):
         """Release what it holds."""
 
 
+#: what a runtime is once opened: a transport driven by the manager, or a runner that runs part-jobs itself
 Runtime = Transport | Runner
 
 #: kind -> what its ``:ARG`` means (for messages); transports' kinds are in cgpu_kit.transports.TRANSPORTS
@@ -148,7 +149,7 @@ def runtime_label(runtime: Any) -> str:
     return str(getattr(runtime, "spec", None) or getattr(runtime, "key", None) or getattr(runtime, "name", runtime))
 
 
-def open_runtime(spec: RuntimeSpec | Transport | Runner) -> Transport | Runner:
+def open_runtime(spec: RuntimeSpec | Runtime) -> Runtime:
     """The Transport (or Runner) of one runtime; nothing is contacted yet."""
     if not isinstance(spec, RuntimeSpec):
         return spec
