@@ -28,6 +28,7 @@ from .cluster import is_dask_backend, run_on_dask
 from .engine.plan import CLOSED, find_plan, open_jobs
 from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLostError
 from .jobs.base import CGPUJob
+from .remote import RemoteBatch
 from .requirements import Requirements
 from .results import JobResult, JobStatus
 from .retrying import RetryingTransport, RetryPolicy  # noqa: F401 - known by these names here too
@@ -204,7 +205,25 @@ class CGPUJobManager:
         except BaseException:
             job.release_all()  # an unexpected error must not leave the output folder locked
             raise
+        finally:
+            if job.standby is not None:  # not claimed by a launch (or claimed: then this touches nothing)
+                job.standby.discard_standby()
+                job.standby = None
         return self._settle(job, error, started, state)
+
+    def _start_ahead(self, job: CGPUJob) -> RemoteBatch | None:
+        """Start the batch's driver (kernel, papermill, the job's slow imports) while its inputs are checked,
+        where that costs no call (the local runtime); the batch it waits for, or None."""
+        if is_dask_backend(job.backend) or self.runtimes or len(job.runtimes) > 1:
+            return None
+        try:
+            transport = self.session(job).transport
+            job.remote_root = transport.remote_root
+            batch = job.remote(transport)
+            return batch if transport.start_ahead(batch.standby_command(job.warm_modules())) else None
+        except (CgpuKitError, OSError) as exc:  # only a head start: the launch starts a driver without it
+            log.debug("no standby driver for job %s: %s", job.job_id, exc)
+            return None
 
     def _run_on(self, job: CGPUJob, state: SessionState, deadline: float | None = None) -> None:
         """Upload, run and download ``job`` on the session's runtime. A runtime lost midway (recycled, its
@@ -250,6 +269,8 @@ class CGPUJobManager:
                 f"output folder {job.out_dir} cannot be used ({exc.strerror or exc}); choose another output folder",
                 name="out_dir") from None
         ok = False
+        if job.standby is None:
+            job.standby = self._start_ahead(job)
         try:
             for plan in open_jobs(job.out_dir, job.job_type):
                 old = type(job).from_plan(plan, backend=job.backend if isinstance(job.backend, Transport) else
@@ -267,6 +288,9 @@ class CGPUJobManager:
                 job.release_output()
             else:
                 job.release_all()
+            if job.standby is not None and not (ok and job.pending):  # nothing will run: no driver either
+                job.standby.discard_standby()
+                job.standby = None
 
     def attach(self, job_id: str, out_dir: str | Path | None = None) -> JobResult:
         """Pick up a job that an earlier process started: wait for its batch and fetch what it produced."""

@@ -16,12 +16,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConnectionLostError, RemoteCommandError, RuntimeLostError
+from .exceptions import CgpuKitError, ConnectionLostError, RemoteCommandError, RuntimeLostError
 from .runtime import layout
 from .transports.base import Transport, sh
 from .util import file_sha256, last_json_line
@@ -88,15 +88,33 @@ class RemoteBatch:
                 return int(fields[3]) * 1024
         return None
 
+    def standby_command(self, warm: Sequence[str] = ()) -> str:
+        """A shell command that starts a standby driver in the work folder (its kernel started, papermill and
+        the ``warm`` modules imported: cgpu_kit/runtime/driver.py), detached and silent, unless a driver or a
+        standby is there already; the launch then claims it instead of starting a driver. Harmless where it
+        cannot start (no cgpu_kit on the runtime yet): the launch starts a driver as before."""
+        w = self.work_dir
+        flags = [a for m in warm for a in ("--warm", m)]
+        driver = self._python("cgpu_kit.runtime.driver", w, "--standby", *flags)
+        alive = 'kill -0 "$(cat {} 2>/dev/null)" 2>/dev/null'
+        return (
+            f"( mkdir -p -- {sh(w)} && cd -- {sh(w)} && [ ! -f {layout.STATUS} ] && ! {alive.format(layout.PID)} "
+            f"&& ! {alive.format(layout.STANDBY)} && {{ nohup {driver} </dev/null >>{layout.RUNTIME_LOG} 2>&1 & "
+            f"echo $! >{layout.STANDBY}; }} ) >/dev/null 2>&1"
+        )
+
     def launch(self) -> str:
         """Send what is staged, then start the driver detached unless it runs or has finished (in the same
-        call where the transport allows); returns what the runtime said."""
+        call where the transport allows); returns what the runtime said. A live standby driver is claimed (an
+        atomic rename of its pid file) instead of starting one."""
         w = self.work_dir
         driver = self._python("cgpu_kit.runtime.driver", w)
         cmd = (
             f"cd {sh(w)} || exit 3; "
             f"if [ -f {layout.STATUS} ]; then echo finished; "
             f"elif [ -f {layout.PID} ] && kill -0 \"$(cat {layout.PID})\" 2>/dev/null; then echo running; "
+            f"elif kill -0 \"$(cat {layout.STANDBY} 2>/dev/null)\" 2>/dev/null && mv -f {layout.STANDBY} {layout.PID} "
+            f"2>/dev/null; then echo launched; "
             f"else nohup {driver} </dev/null >>{layout.RUNTIME_LOG} 2>&1 & echo $! >{layout.PID}; echo launched; fi"
         )
         held = self.held
@@ -194,6 +212,17 @@ class RemoteBatch:
             local.unlink(missing_ok=True)
             raise ConnectionLostError(f"{name} arrived corrupted (sha256 mismatch)")
         return local
+
+    def discard_standby(self) -> None:
+        """Stop a standby driver that no launch claimed (every input was done, skipped or bad), and remove the
+        work folder it made when no batch landed there; a claimed one is not touched. Never raises."""
+        w, standby = sh(self.work_dir), sh(self.path(layout.STANDBY))
+        try:
+            self.transport.run(
+                f"[ -f {standby} ] && mv -f {standby} {standby}.expired 2>/dev/null && "
+                f"{{ [ -f {sh(self.path(layout.JOB_FILE))} ] || rm -rf -- {w}; }}; true", timeout=self.call_timeout)
+        except (CgpuKitError, OSError) as exc:
+            log.debug("standby driver of %s not discarded: %s", self.work_dir, exc)
 
     def cancel(self) -> None:
         self.transport.run(

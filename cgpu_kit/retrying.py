@@ -99,6 +99,10 @@ class RetryingTransport(Transport):
     def runtime_env(self) -> dict[str, str]:
         return self.inner.runtime_env()
 
+    def start_ahead(self, command: str) -> bool:
+        """Not retried: a standby driver is a head start, never needed (the launch starts a driver without one)."""
+        return self.inner.start_ahead(command)
+
     def read_status(self, work_dir: str, since: int) -> dict | None:
         return self.inner.read_status(work_dir, since)
 

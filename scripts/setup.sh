@@ -32,6 +32,9 @@ if $PY -m pip show -q opencv-python >/dev/null 2>&1; then
   $PY -m pip uninstall -q -y opencv-python opencv-python-headless
   $PY -m pip install -q --disable-pip-version-check opencv-python-headless
 fi
+# An editable install leaves cgpu_kit without bytecode, and where PYTHONDONTWRITEBYTECODE is set (as here) every
+# process that imports it (the CLI, each batch's driver and kernel) would compile it again: compile it once.
+$PY -m compileall -q cgpu_kit >/dev/null || true
 if (( want_test )); then
   # The real cgpu client for tests/test_real_cgpu.py: node and npm, then the vendored source
   # (../shared/vendor/cgpu-0.1.4, unmodified) built once into the cache (or $CGPU_REAL_DIR).

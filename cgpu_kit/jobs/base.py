@@ -51,6 +51,9 @@ class CGPUJob(abc.ABC):
     processor: ClassVar[str]
     #: the notebook run on the runtime; the generic ``job.ipynb`` runs any processor
     template_name: ClassVar[str] = "job.ipynb"
+    #: slow-to-import modules the processor needs, imported in the kernel before the batch arrives where the
+    #: runtime's driver starts ahead (the local runtime: cgpu_kit/runtime/driver.py, standby)
+    warm_imports: ClassVar[tuple[str, ...]] = ()
     params_spec: ClassVar[ParamSet]
     #: seconds the whole job may take, and each item (subclasses may size these to the batch)
     default_timeout: ClassVar[float] = 600.0
@@ -121,6 +124,8 @@ class CGPUJob(abc.ABC):
         self.chunks_done: set[str] = set()
         self.logs_local = False
         self.prepared = False
+        #: the batch whose standby driver was started while the inputs were checked (manager.prepare)
+        self.standby: RemoteBatch | None = None
 
     # -- what subclasses describe -------------------------------------------------------------------------
 
@@ -139,6 +144,11 @@ class CGPUJob(abc.ABC):
         else:
             self.backend, self.remote_root_arg = runtime, None
         self.remote_root = (self.remote_root_arg or default_root(self.backend)).rstrip("/")
+
+    def warm_modules(self) -> list[str]:
+        """What a standby driver imports in its kernel: the runtime's entry point, the processor's module and
+        :attr:`warm_imports`."""
+        return ["cgpu_kit.runtime", self.processor.partition(":")[0], *self.warm_imports]
 
     @property
     def remote_work_dir(self) -> str:

@@ -17,6 +17,7 @@ class BeatsJob(CGPUJob):
     job_type: ClassVar[str] = "beats"
     summary: ClassVar[str] = "track the beats of audio files or clips' audio with librosa (.beats.json: tempo, beats, downbeats)"
     processor: ClassVar[str] = "cgpu_kit.runtime.beats:BeatsProcessor"
+    warm_imports: ClassVar[tuple[str, ...]] = ("librosa", "soundfile")
     template_name: ClassVar[str] = "beats.ipynb"
     params_spec: ClassVar[ParamSet] = BEATS_PARAMS
     accepts: ClassVar[frozenset[str]] = frozenset({"audio"})

@@ -16,6 +16,7 @@ class ScenesJob(CGPUJob):
     job_type: ClassVar[str] = "scenes"
     summary: ClassVar[str] = 'find the scene cuts of video clips with PySceneDetect (.scenes.json, .scenes.csv, thumbnails)'
     processor: ClassVar[str] = "cgpu_kit.runtime.scenes:ScenesProcessor"
+    warm_imports: ClassVar[tuple[str, ...]] = ("cv2", "scenedetect")
     template_name: ClassVar[str] = "scenes.ipynb"
     params_spec: ClassVar[ParamSet] = SCENES_PARAMS
     accepts: ClassVar[frozenset[str]] = frozenset({"video"})

@@ -100,6 +100,10 @@ class TranscribeJob(CGPUJob):
 
     # -- what the runtime needs ---------------------------------------------------------------------------
 
+    def warm_modules(self) -> list[str]:
+        """faster-whisper's import (CTranslate2, PyAV) is half a second: done before the batch arrives."""
+        return super().warm_modules() + (["faster_whisper"] if self.params["engine"] == "faster-whisper" else [])
+
     def get_requirements(self) -> Requirements:
         if self.params["engine"] == "openai-whisper":
             return Requirements(pip=("openai-whisper",), apt=("ffmpeg",), modules=("whisper",), programs=("whisper",),

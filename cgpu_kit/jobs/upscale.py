@@ -28,6 +28,7 @@ class UpscaleJob(CGPUJob):
     summary: ClassVar[str] = "upscale images and videos with Real-ESRGAN (x2, x3, x4)"
     template_name: ClassVar[str] = "upscale.ipynb"
     processor: ClassVar[str] = "cgpu_kit.runtime.upscale:UpscaleProcessor"
+    warm_imports: ClassVar[tuple[str, ...]] = ("numpy", "cv2")  # not ncnn: its import may touch Vulkan
     params_spec: ClassVar[ParamSet] = UPSCALE_PARAMS
     accepts: ClassVar[frozenset[str]] = frozenset({"image", "video"})
     default_timeout: ClassVar[float] = 1800.0

@@ -4,6 +4,14 @@ Started in its own process session with no stdin and its output in ``runtime.log
 runs the template with the parameters of ``job.json``, and writes ``status.json`` when it ends (exit code,
 error), so that pollers learn the outcome from files, not from a connection that may have dropped.
 A SIGTERM (or a ``cancel`` file) asks the item loop to stop after it has zipped what finished.
+
+``python -m cgpu_kit.runtime.driver WORK_DIR --standby [--warm MODULE]...`` starts the same driver ahead of
+its batch, while the batch's inputs are still checked or sent: it makes the folder, starts the kernel,
+imports papermill and, in the kernel, the job's heavy modules (silently: nothing of it enters the executed
+notebook), then waits to be claimed. Launching claims it by renaming ``standby.pid`` to ``pid`` (one atomic
+step: a standby that gives up renames it away first, and launching then starts a driver as before). A
+standby that nobody claims within :data:`STANDBY_SECONDS`, or whose folder is removed, shuts its kernel down
+and exits.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from typing import Any
 from ..util import write_json
 from . import layout
 
+#: how long a standby driver waits to be claimed before it shuts its kernel down
+STANDBY_SECONDS = 300.0
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -30,14 +41,24 @@ def main(argv: list[str] | None = None) -> int:
         os.setsid()  # outlive the shell (and the cgpu terminal) that started us
     except OSError:
         pass
-    (work_dir / layout.PID).write_text(str(os.getpid()))
+    km = None
+    if "--standby" in argv[1:]:
+        km = _standby(work_dir, [a for n, a in enumerate(argv) if n and argv[n - 1] == "--warm"])
+        if km is None:
+            return 0
+    else:
+        (work_dir / layout.PID).write_text(str(os.getpid()))
     (work_dir / layout.STATUS).unlink(missing_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: (work_dir / layout.CANCEL).touch())
     job = json.loads((work_dir / layout.JOB_FILE).read_text())
     started = time.time()
     status = {"exit_code": 0, "error": None, "started": started}
     kernel_name = job.get("kernel_name") or "python3"
-    km = _start_kernel(work_dir, kernel_name)
+    if km is not None and km.kernel_name != kernel_name:  # the standby guessed the default kernel; the job names another
+        _stop_kernel(km)
+        km = None
+    if km is None:
+        km = _start_kernel(work_dir, kernel_name)
     try:
         _skip_slow_imports()
         import papermill
@@ -62,6 +83,76 @@ def main(argv: list[str] | None = None) -> int:
     status.update(ended=time.time(), cancelled=(work_dir / layout.CANCEL).exists())
     write_json(work_dir / layout.STATUS, status)
     return int(status["exit_code"])
+
+
+def _standby(work_dir: Path, warm: list[str]) -> Any:
+    """Start the kernel, import papermill and warm the kernel, then wait to be claimed; the kernel manager, or
+    None when nobody claimed this standby (it has shut its kernel down)."""
+    log = logging.getLogger("cgpu_kit.runtime")
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    km = _start_kernel(work_dir, "python3")
+    _skip_slow_imports()
+    import papermill  # noqa: F401 - imported now, used once claimed
+
+    if km is not None and warm:
+        _warm(km, warm)
+    log.info("standby driver ready (kernel started, %s imported)", ", ".join(["papermill", *warm]))
+    mine, deadline, seen = str(os.getpid()), time.monotonic() + STANDBY_SECONDS, False
+    while not _claimed(work_dir, mine):
+        here = (work_dir / layout.STANDBY).exists()  # written by the shell that started us, just after
+        gone, seen = seen and not here, seen or here  # renamed by a launch (claimed) or by a discard
+        if gone or stop or not work_dir.is_dir() or time.monotonic() > deadline:
+            if not gone:
+                try:  # give up, unless a launch claimed us in the meantime (its rename came first)
+                    os.replace(work_dir / layout.STANDBY, work_dir / f"{layout.STANDBY}.expired")
+                except FileNotFoundError:
+                    gone = True
+            if gone and _claimed(work_dir, mine, wait=1.0):
+                break
+            log.info("standby driver not claimed; stopping")
+            _stop_kernel(km)
+            (work_dir / f"{layout.STANDBY}.expired").unlink(missing_ok=True)
+            return None
+        time.sleep(0.02)
+    log.info("standby driver claimed")
+    return km if km is not None else _start_kernel(work_dir, "python3")
+
+
+def _claimed(work_dir: Path, mine: str, wait: float = 0.0) -> bool:
+    """Whether the launch renamed our ``standby.pid`` to ``pid`` (waiting up to ``wait`` s to see it)."""
+    until = time.monotonic() + wait
+    while True:
+        try:
+            if (work_dir / layout.PID).read_text().strip() == mine:
+                return True
+        except OSError:
+            pass
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.02)
+
+
+def _warm(km: Any, modules: list[str]) -> None:
+    """Import ``modules`` in the kernel (silently, no history), so the template's first cells find them loaded;
+    a module that fails to import is left to the template, which reports it."""
+    from jupyter_core.utils import run_sync
+
+    code = "\n".join(f"try:\n    import {m}\nexcept Exception:\n    pass" for m in modules if m.replace(".", "").replace("_", "").isalnum())
+    kc = km.client()
+    kc.start_channels()
+    try:
+        run_sync(kc.wait_for_ready)(timeout=60)
+        msg_id = kc.execute(code, silent=True, store_history=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            reply = run_sync(kc.get_shell_msg)(timeout=max(0.1, deadline - time.monotonic()))
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                break
+    except Exception as exc:  # a slow or odd kernel: the template imports them itself
+        logging.getLogger("cgpu_kit.runtime").info("kernel not warmed (%s)", exc)
+    finally:
+        kc.stop_channels()
 
 
 def _start_kernel(work_dir: Path, kernel_name: str) -> Any:

@@ -12,6 +12,8 @@ RESULTS = "results.jsonl"
 PROGRESS = "progress.json"
 STATUS = "status.json"
 PID = "pid"
+#: a standby driver (kernel started, papermill imported) waiting for its batch; launching renames it to PID
+STANDBY = "standby.pid"
 CANCEL = "cancel"
 PARTS = "parts"
 INPUTS = "in"

@@ -128,6 +128,12 @@ class Transport(abc.ABC):
             self.put(local, remote, timeout=timeout)
         return self.run(then, timeout=timeout)
 
+    def start_ahead(self, command: str) -> bool:
+        """Run ``command`` (a standby driver's start, :meth:`cgpu_kit.remote.RemoteBatch.standby_command`) now,
+        while the batch's inputs are still being checked, where a call costs next to nothing (the local runtime);
+        False: not run here (a call to a Colab runtime is dear: there it travels with the batch's first call)."""
+        return False
+
     def read_status(self, work_dir: str, since: int) -> dict | None:
         """The batch's status read directly, for transports whose runtime shares this machine's files;
         None means "ask the runtime with a command" (the default)."""

@@ -62,6 +62,10 @@ class LocalTransport(Transport):
         except FileNotFoundError:
             raise RemoteCommandError(f"{remote}: no such file on the runtime", exit_code=1) from None
 
+    def start_ahead(self, command: str) -> bool:
+        """A standby driver starts in milliseconds here, and its kernel boots while the inputs are probed."""
+        return self.run(command, timeout=30).ok
+
     def read_status(self, work_dir: str, since: int) -> dict:
         """Read in this process: polling costs no interpreter start, so the local runtime can poll often."""
         from ..runtime.status import status
