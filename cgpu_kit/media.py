@@ -380,6 +380,9 @@ def _probe_with_ffmpeg(path: Path, *, timeout: float, ffmpeg: str | None = None)
     info = MediaInfo()
     if m := _INPUT.search(text):
         info.format = m.group(1)
+    named = text.find(f"from 'file:{path}':\n")  # what follows the name: a name may hold newlines, even "Stream #"
+    if named >= 0:
+        text = text[named + len(f"from 'file:{path}':\n"):]
     if m := _DUR.search(text):
         info.duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
     for kind, codec, rest in _STREAM.findall(text):

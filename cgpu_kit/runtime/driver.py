@@ -29,7 +29,7 @@ from typing import Any
 from ..util import write_json
 from . import layout
 
-#: how long a standby driver waits to be claimed before it shuts its kernel down
+#: how long a standby driver waits to be claimed before it shuts its kernel down (``CGPU_KIT_STANDBY_SECONDS``)
 STANDBY_SECONDS = 300.0
 
 
@@ -98,7 +98,8 @@ def _standby(work_dir: Path, warm: list[str]) -> Any:
     if km is not None and warm:
         _warm(km, warm)
     log.info("standby driver ready (kernel started, %s imported)", ", ".join(["papermill", *warm]))
-    mine, deadline, seen = str(os.getpid()), time.monotonic() + STANDBY_SECONDS, False
+    wait = float(os.environ.get("CGPU_KIT_STANDBY_SECONDS") or STANDBY_SECONDS)
+    mine, deadline, seen = str(os.getpid()), time.monotonic() + wait, False
     while not _claimed(work_dir, mine):
         here = (work_dir / layout.STANDBY).exists()  # written by the shell that started us, just after
         gone, seen = seen and not here, seen or here  # renamed by a launch (claimed) or by a discard

@@ -1,0 +1,121 @@
+"""The local runtime's fixed cost, hidden (issue 12): the batch's driver starts while its inputs are checked, and
+the inputs are probed by the static ffmpeg, reading what ffprobe reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from support.sleepy import tones
+
+from cgpu_kit import CGPUJobManager
+from cgpu_kit.exceptions import InputError
+from cgpu_kit.media import find_ffmpeg, probe, probe_input
+from cgpu_kit.remote import RemoteBatch
+from cgpu_kit.results import ItemStatus, JobStatus
+from cgpu_kit.runtime import layout
+from cgpu_kit.testing import processes_in
+from cgpu_kit.transports.local import LocalTransport
+
+
+@pytest.fixture(autouse=True)
+def fresh_manager():
+    CGPUJobManager.reset()
+    yield
+    CGPUJobManager.reset()
+
+
+def gone(folder: Path, within: float = 30.0) -> bool:
+    """Whether every process working in ``folder`` has ended within ``within`` seconds."""
+    end = time.monotonic() + within
+    while processes_in(folder) and time.monotonic() < end:
+        time.sleep(0.1)
+    return not processes_in(folder)
+
+
+def test_a_local_batch_runs_on_the_driver_started_while_its_inputs_were_checked(sleepy, tmp_path):
+    root = tmp_path / "runtime"
+    job = sleepy(tones(tmp_path / "in", 3), tmp_path / "out", backend=LocalTransport(str(root)))
+
+    result = CGPUJobManager().run(job)
+
+    assert result.status is JobStatus.COMPLETED, result.summary()
+    assert [p.read_bytes() for p in sorted((tmp_path / "out").glob("*.bin"))] == [
+        p.read_bytes() for p in sorted((tmp_path / "in").glob("*.wav"))]
+    log = (job.state_dir / layout.RUNTIME_LOG).read_text()
+    assert "standby driver ready" in log and "standby driver claimed" in log
+    assert log.count("Input Notebook") == 1  # one driver ran the template: the standby, not a second one
+    cells = [c for c in json.loads((job.state_dir / layout.EXECUTED).read_text())["cells"] if c["cell_type"] == "code"]
+    assert cells[0]["execution_count"] == 1  # the warm-up imports left no trace in the log notebook
+    assert gone(root)
+
+
+def test_a_batch_with_nothing_to_run_leaves_no_driver_and_no_folder_behind(sleepy, tmp_path):
+    root = tmp_path / "runtime"
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio at all")
+    job = sleepy([bad], tmp_path / "out", backend=LocalTransport(str(root)))
+
+    result = CGPUJobManager().run(job)
+
+    assert result.items[0].status is ItemStatus.FAILED and "not readable media" in result.items[0].error
+    assert gone(root), "the standby driver (or its kernel) was left running"
+    assert not (root / f"job_{job.job_id}").exists()
+
+
+def test_a_standby_nobody_claims_shuts_its_kernel_down_and_cannot_be_claimed_after(tmp_path, monkeypatch):
+    monkeypatch.setenv("CGPU_KIT_STANDBY_SECONDS", "0")
+    transport = LocalTransport(str(tmp_path / "runtime"))
+    batch = RemoteBatch(transport, str(tmp_path / "runtime" / "job_a"))
+    work = Path(batch.work_dir)
+
+    assert transport.start_ahead(batch.standby_command(["json"]))
+
+    assert gone(work), "the unclaimed standby driver (or its kernel) is still running"
+    assert "standby driver not claimed" in (work / layout.RUNTIME_LOG).read_text()
+    assert not list(work.glob("standby*")) and not (work / layout.PID).exists()
+
+
+SPOOF = "Stream #0:1: Video: h264, 1920x1080, 60 fps"  # a tag or a name that looks like a stream line
+MEDIA = {  # name: ffmpeg arguments making it
+    "av.mp4": ["-f", "lavfi", "-i", "testsrc=size=160x120:rate=30", "-f", "lavfi", "-i", "sine", "-t", "1",
+               "-c:v", "libx264", "-c:a", "aac"],
+    "tone.wav": ["-f", "lavfi", "-i", "sine", "-t", "1"],
+    "still.png": ["-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1"],
+    "tagged.mkv": ["-f", "lavfi", "-i", "testsrc=size=96x64:rate=25", "-t", "1", "-c:v", "libx264",
+                   "-metadata", f"title={SPOOF}"],
+}
+
+
+def make_media(folder: Path) -> dict[str, Path]:
+    out = {}
+    for name, args in MEDIA.items():
+        out[name] = folder / name
+        subprocess.run([find_ffmpeg(), "-v", "error", "-y", *args, str(out[name])], check=True, capture_output=True)
+    out["odd name"] = folder / f"x\n  {SPOOF}\n.wav"
+    shutil.copy(out["tone.wav"], out["odd name"])
+    return out
+
+
+def test_inputs_are_probed_from_the_static_ffmpeg_as_ffprobe_reads_them(tmp_path):
+    media = make_media(tmp_path)
+    for name, path in media.items():
+        fast, exact = probe_input(path).to_dict(), probe(path).to_dict()
+        assert fast["duration"] == pytest.approx(exact["duration"], abs=0.05) if exact["duration"] else fast["duration"] is None
+        for key in ("has_video", "has_audio", "width", "height", "fps", "frames", "video_codec", "audio_codec", "format",
+                    "is_image"):
+            assert fast[key] == exact[key], (name, key, fast[key], exact[key])
+    assert probe_input(media["tagged.mkv"]).width == 96  # not the tag's 1920
+    assert not probe_input(media["odd name"]).has_video  # not the name's stream
+
+
+def test_a_file_that_is_not_media_is_named_with_ffmpegs_reason(tmp_path):
+    bad = tmp_path / "-notes $(id).mp4"
+    bad.write_text("hello")
+    with pytest.raises(InputError) as err:
+        probe_input(bad)
+    assert str(bad) in str(err.value) and "Invalid data found when processing input" in str(err.value)
