@@ -163,10 +163,16 @@ def _start_kernel(work_dir: Path, kernel_name: str) -> Any:
     papermill hands a kernel manager that already has a kernel to nbclient, which then only connects to it;
     the kernel runs in ``work_dir``, as papermill's ``cwd`` would have put it."""
     try:
+        from jupyter_client.kernelspec import KernelSpecManager
         from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.paths import jupyter_path
         from jupyter_core.utils import run_sync
 
-        km = AsyncKernelManager(kernel_name=kernel_name)
+        # the kernel folders named here: left to its default, the spec manager imports IPython (half a second, before
+        # the kernel is even launched) only to learn the legacy ~/.ipython/kernels folder
+        ipython = os.path.join(os.path.expanduser(os.environ.get("IPYTHONDIR") or "~/.ipython"), "kernels")
+        specs = KernelSpecManager(kernel_dirs=[*jupyter_path("kernels"), ipython])
+        km = AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=specs)
         run_sync(km.start_kernel)(cwd=str(work_dir))
         return km
     except Exception as exc:  # no such kernel spec, an old jupyter_client: papermill starts it, as it always did
@@ -192,6 +198,9 @@ def _skip_slow_imports() -> None:
     at import, 2.3 s of every batch's start here, for the ``iri`` string format that no notebook schema uses;
     jsonschema goes without that one format check when the import fails, as it does when it is absent."""
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    # papermill's S3 handler, which it leaves out when boto3 cannot be imported: 0.2 s of boto3 imports where
+    # boto3 is installed, for s3:// notebook paths the driver never uses (its notebooks are local files)
+    sys.modules.setdefault("boto3", None)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
