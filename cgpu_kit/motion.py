@@ -85,8 +85,7 @@ def _gray(path: Path, w: int, h: int, *, seek: float | None = None, frames: int 
     argv = [quick_ffmpeg(), "-nostdin", "-v", "error"]
     if seek:
         argv += ["-ss", f"{seek:.3f}"]
-    pick = f"select='lt(mod(n\\,{every})\\,2)'," if every > 1 else ""
-    grey = f"{pick}scale={w}:{h}:flags=area,format=gray"
+    grey = grey_filter(w, h, every)
     argv += ["-i", "file:" + str(path), "-an"]
     if sheet:
         argv += ["-filter_complex", f"[0:v]split=2[g0][s0];[g0]{grey}[g];[s0]{sheet[0]}[s]", "-map", "[g]"]
@@ -107,6 +106,48 @@ def _gray(path: Path, w: int, h: int, *, seek: float | None = None, frames: int 
     return np.frombuffer(proc.stdout, np.uint8)[: n * w * h].reshape(n, h, w).astype(np.float32)
 
 
+def grey_size(width: int, height: int, max_width: int = 256) -> tuple[int, int]:
+    """The size frames are measured at: at most ``max_width`` wide, even, the clip's aspect kept."""
+    w = max(16, int(width / max(1.0, width / max_width)) // 2 * 2)
+    return w, max(16, int(height * w / width) // 2 * 2)
+
+
+def pair_step(total: int, max_pairs: int = 150) -> int:
+    """1: every consecutive pair of a clip of ``total`` frames; k > 1: the pairs (n, n+1) of every k frames."""
+    return 1 if total <= max_pairs + 1 else max(2, total // max_pairs)
+
+
+def grey_filter(w: int, h: int, every: int = 1) -> str:
+    """ffmpeg's filter chain giving the frames :func:`from_frames` measures (with ``every`` > 1, only the pairs)."""
+    pick = f"select='lt(mod(n\\,{every})\\,2)'," if every > 1 else ""
+    return f"{pick}scale={w}:{h}:flags=area,format=gray"
+
+
+def from_frames(frames: Any, *, width: int, fps: float, every: int = 1, start: float = 0.0, crop: float = 0.5,
+                motion: Motion | None = None) -> Motion:
+    """The shifts of grey ``frames`` ``(n, h, w)`` (consecutive ones, or pairs with ``every`` > 1) of a clip
+    ``width`` pixels wide, measured on a central crop (``crop`` of each side) and given in the clip's pixels."""
+    motion = motion if motion is not None else Motion()
+    _, h, w = frames.shape
+    factor = width / w
+    ch, cw = max(8, int(h * crop)), max(8, int(w * crop))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    centre = frames[:, y0:y0 + ch, x0:x0 + cw]
+    for i in range(0, len(centre) - 1, 2 if every > 1 else 1):
+        frame_no = i // 2 * every if every > 1 else i
+        motion.times.append(round(start + (frame_no + 1) / fps, 3))
+        motion.shifts.append(round(phase_shift(centre[i], centre[i + 1]) * factor, 3))
+    return motion
+
+
+def read_grey(path: Path, w: int, h: int) -> Any:
+    """Raw grey frames ``w`` x ``h`` that ffmpeg wrote to ``path`` (``-f rawvideo``), as float32 ``(n, h, w)``."""
+    np = _np()
+    data = np.fromfile(path, np.uint8)
+    n = len(data) // (w * h)
+    return data[: n * w * h].reshape(n, h, w).astype(np.float32)
+
+
 def measure(path: Path, *, max_pairs: int = 150, run: int = 16, max_width: int = 256, crop: float = 0.5,
             info: MediaInfo | None = None, sheet: tuple[str, Path] | None = None) -> Motion:
     """The camera motion of ``path``: phase correlation on a central crop (``crop`` of each side) of pairs of
@@ -120,30 +161,19 @@ def measure(path: Path, *, max_pairs: int = 150, run: int = 16, max_width: int =
     fps = info.fps or 25.0
     duration = info.duration or 0.0
     total = info.frames or int(duration * fps)
-    w = max(16, int(info.width / max(1.0, info.width / max_width)) // 2 * 2)
-    h = max(16, int(info.height * w / info.width) // 2 * 2)
-    factor = info.width / w
-    pairs_only = 1
-    if total <= max_pairs + 1 or duration <= 0:
-        windows = [(0.0, _gray(path, w, h, sheet=sheet))]
-    elif duration <= SEEK_ABOVE_SECONDS:
-        pairs_only = max(2, total // max_pairs)
-        windows = [(0.0, _gray(path, w, h, every=pairs_only, sheet=sheet))]  # the sheet sees every frame
-    else:
-        count = max(1, max_pairs // (run - 1))
-        span = max(0.0, duration - (run + 1) / fps)
-        windows = [(span * k / max(1, count - 1), None) for k in range(count)]
-        windows = [(t, _gray(path, w, h, seek=t, frames=run)) for t, _ in windows]
-    ch, cw = max(8, int(h * crop)), max(8, int(w * crop))
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    w, h = grey_size(info.width, info.height, max_width)
+    if duration <= 0 or duration <= SEEK_ABOVE_SECONDS:  # decoded once: every pair, or pairs spread over it
+        every = 1 if duration <= 0 else pair_step(total, max_pairs)
+        return from_frames(_gray(path, w, h, every=every, sheet=sheet), width=info.width, fps=fps, every=every,
+                           crop=crop)
+    count = max(1, max_pairs // (run - 1))
+    span = max(0.0, duration - (run + 1) / fps)
     motion = Motion()
-    for start, frames in windows:
-        centre = frames[:, y0:y0 + ch, x0:x0 + cw]
-        for i in range(0, len(centre) - 1, 2 if pairs_only > 1 else 1):
-            frame_no = i // 2 * pairs_only if pairs_only > 1 else i
-            motion.times.append(round(start + (frame_no + 1) / fps, 3))
-            motion.shifts.append(round(phase_shift(centre[i], centre[i + 1]) * factor, 3))
+    for k in range(count):
+        start = span * k / max(1, count - 1)
+        from_frames(_gray(path, w, h, seek=start, frames=run), width=info.width, fps=fps, start=start, crop=crop,
+                    motion=motion)
     return motion
 
 
-__all__ = ["Motion", "measure", "phase_shift"]
+__all__ = ["Motion", "from_frames", "grey_filter", "grey_size", "measure", "pair_step", "phase_shift", "read_grey"]

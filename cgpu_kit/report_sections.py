@@ -1,6 +1,7 @@
 """The built-in job types' previews in the report: what a person looks at to judge each kind of output.
 
-- stabilize: input frames above output frames, and the camera motion before and after, measured;
+- stabilize: input frames above output frames, and the camera motion before and after, measured (by the
+  runtime's two passes as they decode the clip, where they did: no decode here);
 - upscale: the same region of the input (bicubic) and of the output, at the same size;
 - transcribe: the subtitles as a transcript with timestamps (word confidences when the .json has them).
 
@@ -9,13 +10,16 @@ A new job type adds its own function here (or anywhere) with ``@register_section
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .media import MediaInfo, probe, quick_probe
+from .motion import Motion
 from .report import Preview, ReportContext, register_section
 from .report_media import THUMB_HEIGHT, crop_pair, data_uri, img, shift_plot, strip, strip_filter
 from .results import ItemResult
@@ -59,14 +63,35 @@ def _sheet_and_motion(path: Path, info: MediaInfo, sheet: Path) -> tuple[bytes, 
     return picture, motion
 
 
+def _from_passes(item: ItemResult, side: str) -> tuple[bytes | None, Motion] | None:
+    """The sheet (once the report was first written only the motion is kept) and the motion of one side, as the
+    runtime's passes made them (cgpu_kit/runtime/stabilize_preview.py); None where they made none."""
+    try:
+        made = item.metadata["preview"][side]
+        times, shifts = [float(t) for t in made["times"]], [float(v) for v in made["shifts"]]
+        sheet = base64.b64decode(made["sheet"], validate=True) if made.get("sheet") else None
+    except (TypeError, KeyError, ValueError):
+        return None
+    return (sheet, Motion(times, shifts)) if shifts and len(times) == len(shifts) else None
+
+
+def _side(item: ItemResult, side: str, path: Path, info: Callable[[], MediaInfo], folder: Path) -> tuple[bytes, Any]:
+    """One side's contact sheet and motion: from the passes where they made them, else decoded here (once)."""
+    made = _from_passes(item, side)
+    if made is None:
+        return _sheet_and_motion(path, info(), folder / f"{side}.jpg")
+    sheet, motion = made
+    return (sheet if sheet is not None else strip(path, info=info())), motion
+
+
 @register_section("stabilize")
 def stabilize_section(item: ItemResult, ctx: ReportContext) -> Preview:
-    """A contact sheet (input above output) and the frame-to-frame shift of both, plotted over time."""
+    """A contact sheet (input above output) and the frame-to-frame shift of both, plotted over time: as the
+    runtime's passes measured them where they did, else decoded here."""
     source, output = _existing(item.input_path), _existing(item.outputs[0])
-    src_info, out_info = _probed(item, source), quick_probe(output)
     with tempfile.TemporaryDirectory(prefix="cgpu-kit-sheet-") as folder:
-        src_sheet, before = _sheet_and_motion(source, src_info, Path(folder) / "input.jpg")
-        out_sheet, after = _sheet_and_motion(output, out_info, Path(folder) / "output.jpg")
+        src_sheet, before = _side(item, "input", source, lambda: _probed(item, source), Path(folder))
+        out_sheet, after = _side(item, "output", output, lambda: quick_probe(output), Path(folder))
     sheet = (f'<div style="{_LABEL}">input</div>'
              + img(data_uri(src_sheet), "input frames", style=f"height:{THUMB_HEIGHT}px")
              + f'<div style="{_LABEL}">stabilized</div>'

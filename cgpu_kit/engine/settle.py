@@ -61,6 +61,10 @@ def finish(job: CGPUJob, error: str | None = None) -> JobResult:
     from ..report import write_report_safely
 
     job.report_path = write_report_safely(job.result(), job.out_dir)
+    for item in job.items:  # the pictures the runtime made for the report are in it now: the summary and --json
+        for side in (item.metadata.get("preview") or {}).values():  # keep the small figures, not the pictures
+            if isinstance(side, dict):
+                side.pop("sheet", None)
     write_summary(job)
     return job.result()
 

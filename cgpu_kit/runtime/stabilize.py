@@ -8,8 +8,9 @@ from typing import Any
 
 from ..media import vidstab_build
 from ..params import Param, ParamSet
-from .context import ItemContext, ItemError
+from .context import ItemCancelled, ItemContext, ItemError, ItemTimeout
 from .processor import Processor
+from .stabilize_preview import Tap, collect, taps
 
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
@@ -67,26 +68,42 @@ def audio_args(suffix: str, codec: str | None) -> list[str]:
 
 
 def commands(ffmpeg: str, src: Path, dest: Path, params: dict[str, Any], probe: dict[str, Any],
-    trf: str = "transforms.trf") -> list[list[str]]:
-    """The two ffmpeg command lines for one clip; ``trf`` is relative to the working folder they run in."""
+    trf: str = "transforms.trf", taps: tuple[Tap, Tap] | None = None) -> list[list[str]]:
+    """The two ffmpeg command lines for one clip; ``trf`` is relative to the working folder they run in. With
+    ``taps`` each pass also writes what the report shows (cgpu_kit/runtime/stabilize_preview.py); the clip's
+    own output is the same either way."""
     odd = bool((probe.get("width") or 0) % 2 or (probe.get("height") or 0) % 2)
     common = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
-    detect = common + ["-i", "file:" + str(src), "-map", "0:v:0", "-vf", detect_filter(params, trf), "-f", "null", "-"]
-    transform = common + [
-        "-i", "file:" + str(src), "-map", "0:v:0", "-map", "0:a:0?",
-        "-vf", transform_filter(params, trf, odd=odd),
-        "-c:v", "libx264", "-crf", str(params["crf"]), "-preset", params["preset"],
+    detect = common + ["-i", "file:" + str(src)]
+    if taps:
+        detect += ["-filter_complex", f"[0:v:0]split=2[d][t];[d]{detect_filter(params, trf)}[o];{taps[0].branches('t')}",
+                   "-map", "[o]", "-f", "null", "-", *taps[0].outputs()]
+    else:
+        detect += ["-map", "0:v:0", "-vf", detect_filter(params, trf), "-f", "null", "-"]
+    transform = common + ["-i", "file:" + str(src)]
+    if taps:
+        transform += ["-filter_complex", f"[0:v:0]{transform_filter(params, trf, odd=odd)},split=2[v][t];{taps[1].branches('t')}",
+                      "-map", "[v]"]
+    else:
+        transform += ["-map", "0:v:0", "-vf", transform_filter(params, trf, odd=odd)]
+    transform += [
+        "-map", "0:a:0?", "-c:v", "libx264", "-crf", str(params["crf"]), "-preset", params["preset"],
         *audio_args(dest.suffix, probe.get("audio_codec") if probe.get("has_audio") else None),
     ]
     if dest.suffix in {".mp4", ".mov", ".m4v"}:
         transform += ["-movflags", "+faststart"]
     transform.append("file:" + str(dest))
+    if taps:
+        transform += taps[1].outputs()
     return [detect, transform]
 
 
 class StabilizeProcessor(Processor):
     params_spec = STABILIZE_PARAMS
     max_workers = max(1, os.cpu_count() or 1)
+
+    #: whether the passes also make the report's sheets and motion (cgpu_kit/runtime/stabilize_preview.py)
+    preview = True
 
     def __init__(self, params: dict[str, Any]) -> None:
         super().__init__(params)
@@ -98,9 +115,21 @@ class StabilizeProcessor(Processor):
             raise ItemError("has no video stream; stabilization needs a video")
         dest = ctx.output(output_suffix(ctx.item.name))
         trf = ctx.scratch("transforms.trf")
-        detect, transform = commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name)
+        tapped = taps(ctx.item.probe, ctx.scratch) if self.preview else None
+        detect, transform = commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name, tapped)
         cwd = trf.parent
-        ctx.run(detect, step="detect", cwd=cwd)
+        try:
+            ctx.run(detect, step="detect", cwd=cwd)
+        except (ItemTimeout, ItemCancelled):
+            raise
+        except ItemError as exc:
+            if tapped is None:
+                raise
+            ctx.log.info("%s: the detect pass with the report's taps failed (%s); again without them",
+                         ctx.item.name, str(exc)[-200:])
+            tapped = None
+            detect, transform = commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name)
+            ctx.run(detect, step="detect", cwd=cwd)
         damage = [line for line in ctx.stderr_tail if "partial file" in line or "Error while decoding" in line]
         if any("partial file" in line for line in damage):
             raise ItemError(
@@ -111,7 +140,24 @@ class StabilizeProcessor(Processor):
             ctx.metadata["warning"] = f"ffmpeg reported damaged frames: {damage[-1]}"
         if not trf.exists() or trf.stat().st_size == 0:
             raise ItemError("vidstabdetect wrote no transforms; is the clip empty?")
-        ctx.run(transform, step="transform", cwd=cwd)
+        try:
+            ctx.run(transform, step="transform", cwd=cwd)
+        except (ItemTimeout, ItemCancelled):
+            raise
+        except ItemError as exc:
+            if tapped is None:
+                raise
+            ctx.log.info("%s: the transform pass with the report's taps failed (%s); again without them",
+                         ctx.item.name, str(exc)[-200:])
+            for tap in tapped:
+                tap.discard()
+            tapped = None
+            ctx.run(commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name)[1],
+                    step="transform", cwd=cwd)
+        if tapped is not None:
+            preview = collect(tapped)
+            if preview is not None:
+                ctx.metadata["preview"] = preview
         ctx.metadata["ffmpeg"] = self.build.to_dict()
         ctx.metadata["tool"] = self.build.describe()
         return [dest]
