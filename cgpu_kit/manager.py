@@ -220,7 +220,8 @@ class CGPUJobManager:
             transport = self.session(job).transport
             job.remote_root = transport.remote_root
             batch = job.remote(transport)
-            return batch if transport.start_ahead(batch.standby_command(job.warm_modules())) else None
+            preload = {"processor": job.processor, "params": job.params}
+            return batch if transport.start_ahead(batch.standby_command(job.warm_modules(), preload)) else None
         except (CgpuKitError, OSError) as exc:  # only a head start: the launch starts a driver without it
             log.debug("no standby driver for job %s: %s", job.job_id, exc)
             return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,13 +89,16 @@ class RemoteBatch:
                 return int(fields[3]) * 1024
         return None
 
-    def standby_command(self, warm: Sequence[str] = ()) -> str:
+    def standby_command(self, warm: Sequence[str] = (), preload: dict[str, Any] | None = None) -> str:
         """A shell command that starts a standby driver in the work folder (its kernel started, papermill and
-        the ``warm`` modules imported: cgpu_kit/runtime/driver.py), detached and silent, unless a driver or a
+        the ``warm`` modules imported, the processor's model loaded: ``preload`` is ``{"processor": "module:Class",
+        "params": {...}}``: cgpu_kit/runtime/driver.py), detached and silent, unless a driver or a
         standby is there already; the launch then claims it instead of starting a driver. Harmless where it
         cannot start (no cgpu_kit on the runtime yet): the launch starts a driver as before."""
         w = self.work_dir
         flags = [a for m in warm for a in ("--warm", m)]
+        if preload:
+            flags += ["--preload", json.dumps(preload, separators=(",", ":"), default=str)]
         driver = self._python("cgpu_kit.runtime.driver", w, "--standby", *flags)
         alive = 'kill -0 "$(cat {} 2>/dev/null)" 2>/dev/null'
         return (

@@ -100,6 +100,8 @@ def test_when_speech_is_transcribed_the_srt_is_valid_and_holds_the_words_spoken(
     assert key_words(" ".join(c.text for c in cues)) >= {"fox", "lazy", "dog", "window", "thank"}
     assert item.metadata["language"] == "en" and item.metadata["engine"] == "faster-whisper"
     assert item.metadata["model_source"].startswith("the folder")
+    # the local runtime's standby driver loaded the model while the inputs were checked; the words are still there
+    assert item.metadata["model_loaded_ahead"] is True and item.metadata["model_load_seconds"] == 0.0
 
 
 def test_when_several_formats_are_asked_the_vtt_json_and_txt_agree_with_the_srt(batch, media):

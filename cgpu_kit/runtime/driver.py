@@ -5,13 +5,13 @@ runs the template with the parameters of ``job.json``, and writes ``status.json`
 error), so that pollers learn the outcome from files, not from a connection that may have dropped.
 A SIGTERM (or a ``cancel`` file) asks the item loop to stop after it has zipped what finished.
 
-``python -m cgpu_kit.runtime.driver WORK_DIR --standby [--warm MODULE]...`` starts the same driver ahead of
-its batch, while the batch's inputs are still checked or sent: it makes the folder, starts the kernel,
-imports papermill and, in the kernel, the job's heavy modules (silently: nothing of it enters the executed
-notebook), then waits to be claimed. Launching claims it by renaming ``standby.pid`` to ``pid`` (one atomic
-step: a standby that gives up renames it away first, and launching then starts a driver as before). A
-standby that nobody claims within :data:`STANDBY_SECONDS`, or whose folder is removed, shuts its kernel down
-and exits.
+``python -m cgpu_kit.runtime.driver WORK_DIR --standby [--warm MODULE]... [--preload JSON]`` starts the same
+driver ahead of its batch, while the batch's inputs are still checked or sent: it makes the folder, starts the
+kernel, imports papermill and, in the kernel, the job's heavy modules, and lets the processor load its model
+(``Processor.warm``; silently: nothing of it enters the executed notebook), then waits to be claimed.
+Launching claims it by renaming ``standby.pid`` to ``pid`` (one atomic step: a standby that gives up renames it
+away first, and launching then starts a driver as before). A standby that nobody claims within
+:data:`STANDBY_SECONDS`, or whose folder is removed, shuts its kernel down and exits.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     km = None
     if "--standby" in argv[1:]:
-        km = _standby(work_dir, [a for n, a in enumerate(argv) if n and argv[n - 1] == "--warm"])
+        km = _standby(work_dir, [a for n, a in enumerate(argv) if n and argv[n - 1] == "--warm"],
+                      next((a for n, a in enumerate(argv) if n and argv[n - 1] == "--preload"), None))
         if km is None:
             return 0
     else:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     return int(status["exit_code"])
 
 
-def _standby(work_dir: Path, warm: list[str]) -> Any:
+def _standby(work_dir: Path, warm: list[str], preload: str | None) -> Any:
     """Start the kernel, import papermill and warm the kernel, then wait to be claimed; the kernel manager, or
     None when nobody claimed this standby (it has shut its kernel down)."""
     log = logging.getLogger("cgpu_kit.runtime")
@@ -95,9 +96,10 @@ def _standby(work_dir: Path, warm: list[str]) -> Any:
     _skip_slow_imports()
     import papermill  # noqa: F401 - imported now, used once claimed
 
-    if km is not None and warm:
-        _warm(km, warm)
-    log.info("standby driver ready (kernel started, %s imported)", ", ".join(["papermill", *warm]))
+    if km is not None and (warm or preload):
+        _warm(km, warm, preload)
+    log.info("standby driver ready (kernel started, %s imported%s)", ", ".join(["papermill", *warm]),
+             ", the processor warmed" if preload else "")
     wait = float(os.environ.get("CGPU_KIT_STANDBY_SECONDS") or STANDBY_SECONDS)
     mine, deadline, seen = str(os.getpid()), time.monotonic() + wait, False
     while not _claimed(work_dir, mine):
@@ -134,12 +136,34 @@ def _claimed(work_dir: Path, mine: str, wait: float = 0.0) -> bool:
         time.sleep(0.02)
 
 
-def _warm(km: Any, modules: list[str]) -> None:
-    """Import ``modules`` in the kernel (silently, no history), so the template's first cells find them loaded;
-    a module that fails to import is left to the template, which reports it."""
+#: run in the standby's kernel: a function (deleted after), so that nothing it imports or loads is left as a name
+#: in the template's namespace
+_WARM = """def _cgpu_kit_warm(modules, preload):
+    import importlib, json
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    if preload:
+        try:
+            from cgpu_kit.runtime.processor import load_processor
+            spec = json.loads(preload)
+            load_processor(spec["processor"]).warm(spec["params"])
+        except Exception:
+            pass
+_cgpu_kit_warm({modules!r}, {preload!r})
+del _cgpu_kit_warm
+"""
+
+
+def _warm(km: Any, modules: list[str], preload: str | None = None) -> None:
+    """Import ``modules`` in the kernel and let the processor load its model ahead (``preload``: JSON of
+    ``{"processor": "module:Class", "params": {...}}``; :meth:`Processor.warm`), silently and with no history, so
+    that the template's first cells find them loaded; what fails is left to the template, which reports it."""
     from jupyter_core.utils import run_sync
 
-    code = "\n".join(f"try:\n    import {m}\nexcept Exception:\n    pass" for m in modules if m.replace(".", "").replace("_", "").isalnum())
+    code = _WARM.format(modules=list(modules), preload=preload)
     kc = km.client()
     kc.start_channels()
     try:

