@@ -218,15 +218,15 @@ def main() -> None:
         f"| `cgpu-kit stabilize` batch (local runtime, papermill, zips, the report) | {b:.2f} | {b / args.clips:.3f} |\n\n"
         f"**batch / plain = {b / p:.2f}** (below 1 is faster; issue #12's goal: at most 0.8); the plain commands "
         f"side by side / plain = {pw / p:.2f}. The batch runs clips side by side on the cores (one per core by "
-        f"default, `--workers` to change it), pays a fixed cost for Python, papermill and the notebook kernel (started "
-        f"together), the input probes and the zips, and writes the report (its previews made as items arrive, each clip "
-        f"decoded once for both its contact sheet and its motion).\n"
+        f"default, `--workers` to change it), pays a fixed cost for Python, papermill and the notebook kernel (a "
+        f"standby driver started while the inputs are probed, by the static ffmpeg), and the zips, and writes the "
+        f"report, whose contact sheets and motion the two passes make as they decode each clip (no decode after).\n"
         f"Rounds: plain {', '.join(f'{x:.2f}' for x in plain)}; side by side {', '.join(f'{x:.2f}' for x in wide)}; "
         f"batch {', '.join(f'{x:.2f}' for x in batched)}. Load average (1 min) when this part started: {load_batch:.1f}, "
         f"{os.getloadavg()[0]:.1f} at its end, on {os.cpu_count()} cores shared with other work.\n\n"
-        f"Before the last change (one decode per clip for the report, one entry-point scan per CLI start), the same "
-        f"command on a quiet machine (load 1.0 -> 3.5): plain 14.86 / 11.98 s, the two commands 2 at a time "
-        f"9.10 / 9.05 s, batch 16.48 / 14.90 s: **batch / plain = 1.17**.\n"
+        f"Before the last change (the standby driver, the static-ffmpeg probes, the report from the passes), the "
+        f"same command: plain 14.98 / 15.66 s, batch 13.27 / 15.91 s: **batch / plain = 0.95**; before the one "
+        f"decode per clip for the report and one entry-point scan per CLI start: **1.17**.\n"
     )
     if args.batch_only:
         section = read_section("stabilize")
