@@ -387,11 +387,9 @@ def _probe_with_ffmpeg(path: Path, *, timeout: float, ffmpeg: str | None = None)
         info.duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
     for kind, codec, rest in _STREAM.findall(text):
         if kind == "Video" and not info.has_video and "(attached pic)" not in rest:
-            size = _SIZE.search(rest)
-            if size is None:
-                continue
-            info.has_video = True
-            info.video_codec, info.width, info.height = codec, int(size.group(1)), int(size.group(2))
+            info.has_video, info.video_codec = True, codec
+            if size := _SIZE.search(rest):  # none: a damaged picture (the job says so), as ffprobe's 0x0
+                info.width, info.height = int(size.group(1)), int(size.group(2))
             if f := _FPS.search(rest):
                 info.fps = float(f.group(1)) * (1000 if f.group(2) else 1)
         elif kind == "Audio" and not info.has_audio:

@@ -1,0 +1,94 @@
+"""The template's notebook kernel, started by the driver itself rather than by papermill: it boots (a second
+or more: IPython's imports) while the driver imports papermill, or, for a standby driver (standby.py), before
+the batch has even arrived; papermill hands the started kernel to nbclient, which only connects to it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("cgpu_kit.runtime")
+
+
+def start(work_dir: Path, kernel_name: str) -> Any:
+    """The template's kernel, started now so that it boots (a second or more: IPython's imports) while this
+    process imports papermill (as long again) on another core; None leaves the start to papermill, as before.
+
+    papermill hands a kernel manager that already has a kernel to nbclient, which then only connects to it;
+    the kernel runs in ``work_dir``, as papermill's ``cwd`` would have put it."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.paths import jupyter_path
+        from jupyter_core.utils import run_sync
+
+        # the kernel folders named here: left to its default, the spec manager imports IPython (half a second, before
+        # the kernel is even launched) only to learn the legacy ~/.ipython/kernels folder
+        ipython = os.path.join(os.path.expanduser(os.environ.get("IPYTHONDIR") or "~/.ipython"), "kernels")
+        specs = KernelSpecManager(kernel_dirs=[*jupyter_path("kernels"), ipython])
+        km = AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=specs)
+        run_sync(km.start_kernel)(cwd=str(work_dir))
+        return km
+    except Exception as exc:  # no such kernel spec, an old jupyter_client: papermill starts it, as it always did
+        log.info("kernel not started early (%s); papermill starts it", exc)
+        return None
+
+
+def stop(km: Any) -> None:
+    """Shut down the kernel :func:`start` started (nbclient leaves a kernel it did not start running)."""
+    if km is None:
+        return
+    try:
+        from jupyter_core.utils import run_sync
+
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
+    except Exception as exc:
+        log.warning("could not stop the template's kernel: %s", exc)
+
+
+#: run in the standby's kernel: a function (deleted after), so that nothing it imports or loads is left as a name
+#: in the template's namespace
+_WARM = """def _cgpu_kit_warm(modules, preload):
+    import importlib, json
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    if preload:
+        try:
+            from cgpu_kit.runtime.processor import load_processor
+            spec = json.loads(preload)
+            load_processor(spec["processor"]).warm(spec["params"])
+        except Exception:
+            pass
+_cgpu_kit_warm({modules!r}, {preload!r})
+del _cgpu_kit_warm
+"""
+
+
+def warm(km: Any, modules: list[str], preload: str | None = None) -> None:
+    """Import ``modules`` in the kernel and let the processor load its model ahead (``preload``: JSON of
+    ``{"processor": "module:Class", "params": {...}}``; :meth:`Processor.warm`), silently and with no history, so
+    that the template's first cells find them loaded; what fails is left to the template, which reports it."""
+    from jupyter_core.utils import run_sync
+
+    code = _WARM.format(modules=list(modules), preload=preload)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        run_sync(kc.wait_for_ready)(timeout=60)
+        msg_id = kc.execute(code, silent=True, store_history=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            reply = run_sync(kc.get_shell_msg)(timeout=max(0.1, deadline - time.monotonic()))
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                break
+    except Exception as exc:  # a slow or odd kernel: the template imports them itself
+        log.info("kernel not warmed (%s)", exc)
+    finally:
+        kc.stop_channels()

@@ -1,0 +1,76 @@
+"""A driver started ahead of its batch (``python -m cgpu_kit.runtime.driver WORK_DIR --standby``), while the
+batch's inputs are still being checked or sent: it makes the work folder, starts the kernel, imports papermill,
+has the kernel import the job's slow modules and the processor load its model (kernel.warm), then waits.
+
+Launching claims it by renaming ``standby.pid`` to ``pid`` (one atomic step: a standby that gives up renames it
+away first, and launching then starts a driver as before). One that nobody claims within
+:data:`STANDBY_SECONDS` (``CGPU_KIT_STANDBY_SECONDS``), whose ``standby.pid`` is taken away (a discard) or whose
+folder is removed, shuts its kernel down and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import kernel, layout
+
+log = logging.getLogger("cgpu_kit.runtime")
+
+#: how long a standby driver waits to be claimed before it shuts its kernel down (``CGPU_KIT_STANDBY_SECONDS``)
+STANDBY_SECONDS = 300.0
+
+
+def wait(work_dir: Path, warm: list[str], preload: str | None, before_papermill: Callable[[], None]) -> tuple[bool, Any]:
+    """Start the kernel, import papermill (after ``before_papermill``) and warm the kernel, then wait to be
+    claimed: (claimed, the kernel manager or None where the kernel did not start). Not claimed: the kernel is
+    shut down, and the caller exits."""
+    stop: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    km = kernel.start(work_dir, "python3")
+    before_papermill()
+    import papermill  # noqa: F401 - imported now, used once claimed
+
+    if km is not None and (warm or preload):
+        kernel.warm(km, warm, preload)
+    log.info("standby driver ready (kernel started, %s imported%s)", ", ".join(["papermill", *warm]),
+             ", the processor warmed" if preload else "")
+    limit = float(os.environ.get("CGPU_KIT_STANDBY_SECONDS") or STANDBY_SECONDS)
+    mine, deadline, seen = str(os.getpid()), time.monotonic() + limit, False
+    while not _claimed(work_dir, mine):
+        here = (work_dir / layout.STANDBY).exists()  # written by the shell that started us, just after
+        gone, seen = seen and not here, seen or here  # renamed by a launch (claimed) or by a discard
+        if gone or stop or not work_dir.is_dir() or time.monotonic() > deadline:
+            if not gone:
+                try:  # give up, unless a launch claimed us in the meantime (its rename came first)
+                    os.replace(work_dir / layout.STANDBY, work_dir / f"{layout.STANDBY}.expired")
+                except FileNotFoundError:
+                    gone = True
+            if gone and _claimed(work_dir, mine, wait=1.0):
+                break
+            log.info("standby driver not claimed; stopping")
+            kernel.stop(km)
+            (work_dir / f"{layout.STANDBY}.expired").unlink(missing_ok=True)
+            return False, None
+        time.sleep(0.02)
+    log.info("standby driver claimed")
+    return True, km
+
+
+def _claimed(work_dir: Path, mine: str, wait: float = 0.0) -> bool:
+    """Whether the launch renamed our ``standby.pid`` to ``pid`` (waiting up to ``wait`` s to see it)."""
+    until = time.monotonic() + wait
+    while True:
+        try:
+            if (work_dir / layout.PID).read_text().strip() == mine:
+                return True
+        except OSError:
+            pass
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.02)
