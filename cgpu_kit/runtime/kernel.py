@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,14 @@ del _cgpu_kit_warm
 """
 
 
-def warm(km: Any, modules: list[str], preload: str | None = None) -> None:
-    """Import ``modules`` in the kernel and let the processor load its model ahead (``preload``: JSON of
+def warm(km: Any, modules: list[str], preload: str | None = None) -> Callable[[], None]:
+    """Have the kernel import ``modules`` and let the processor load its model ahead (``preload``: JSON of
     ``{"processor": "module:Class", "params": {...}}``; :meth:`Processor.warm`), silently and with no history, so
-    that the template's first cells find them loaded; what fails is left to the template, which reports it."""
+    that the template's first cells find them loaded; what fails is left to the template, which reports it.
+
+    Returns once the kernel has started on it, not when it is done: papermill's requests queue behind it in
+    the kernel, so a launch that comes meanwhile loses nothing and its notebook's start overlaps the warm-up.
+    Call what it returns to let go of the connection (the kernel goes on with the request)."""
     from jupyter_core.utils import run_sync
 
     code = _WARM.format(modules=list(modules), preload=preload)
@@ -83,12 +88,11 @@ def warm(km: Any, modules: list[str], preload: str | None = None) -> None:
     try:
         run_sync(kc.wait_for_ready)(timeout=60)
         msg_id = kc.execute(code, silent=True, store_history=False)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            reply = run_sync(kc.get_shell_msg)(timeout=max(0.1, deadline - time.monotonic()))
-            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the kernel took it: closing our sockets now cannot lose it
+            msg = run_sync(kc.get_iopub_msg)(timeout=max(0.1, deadline - time.monotonic()))
+            if msg.get("parent_header", {}).get("msg_id") == msg_id and msg.get("msg_type") == "status":
                 break
     except Exception as exc:  # a slow or odd kernel: the template imports them itself
         log.info("kernel not warmed (%s)", exc)
-    finally:
-        kc.stop_channels()
+    return kc.stop_channels

@@ -36,10 +36,16 @@ def wait(work_dir: Path, warm: list[str], preload: str | None, before_papermill:
     before_papermill()
     import papermill  # noqa: F401 - imported now, used once claimed
 
-    if km is not None and (warm or preload):
-        kernel.warm(km, warm, preload)
-    log.info("standby driver ready (kernel started, %s imported%s)", ", ".join(["papermill", *warm]),
-             ", the processor warmed" if preload else "")
+    let_go = kernel.warm(km, warm, preload) if km is not None and (warm or preload) else lambda: None
+    log.info("standby driver ready (kernel started, papermill imported; the kernel importing %s%s)", ", ".join(warm),
+             ", the processor loading ahead" if preload else "")
+    try:
+        return _wait_for_claim(work_dir, km, stop)
+    finally:
+        let_go()
+
+
+def _wait_for_claim(work_dir: Path, km: Any, stop: list[bool]) -> tuple[bool, Any]:
     limit = float(os.environ.get("CGPU_KIT_STANDBY_SECONDS") or STANDBY_SECONDS)
     mine, deadline, seen = str(os.getpid()), time.monotonic() + limit, False
     while not _claimed(work_dir, mine):
