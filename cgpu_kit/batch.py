@@ -72,13 +72,16 @@ def split_parts(items: Sequence[BatchItem], part_bytes: int) -> list[list[BatchI
     return parts
 
 
-def pack_part(items: Iterable[BatchItem], dest: Path, header: dict[str, Any]) -> Path:
-    """Write one part: the manifest first, then each input stored under its safe name."""
+def pack_part(items: Iterable[BatchItem], dest: Path, header: dict[str, Any], *, by_reference: bool = False) -> Path:
+    """Write one part: the manifest first, then each input stored under its safe name. ``by_reference`` (a
+    runtime on this machine, which reads the files where they are): the manifest alone, each item with the
+    absolute ``path`` of its input, which the runtime links under the safe name (no copy of the media)."""
     items = list(items)
-    manifest = dict(header, format=FORMAT, items=[i.manifest_record() for i in items])
+    records = [dict(i.manifest_record(), path=i.source) if by_reference else i.manifest_record() for i in items]
+    manifest = dict(header, format=FORMAT, items=records)
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True), compress_type=zipfile.ZIP_DEFLATED)
-        for item in items:
+        for item in items if not by_reference else ():
             zf.write(item.source, item.file)
     return dest
 

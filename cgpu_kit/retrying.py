@@ -59,6 +59,7 @@ class RetryingTransport(Transport):
         self.poll_wait = inner.poll_wait
         self.inline_bytes = inner.inline_bytes
         self.setup_travels = inner.setup_travels
+        self.shares_files = inner.shares_files
         self.remote_root = inner.remote_root
         self.retries = 0
 

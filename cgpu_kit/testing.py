@@ -70,6 +70,8 @@ class MockTransport(LocalTransport):
     """A runtime in a folder of this machine (a fresh temporary one by default), every call observed."""
 
     name = "mock"
+    #: it stands for a remote runtime: its parts carry the media, as a Colab runtime's do
+    shares_files = False
 
     def __init__(self, handler: Handler | None = None, remote_root: str | None = None) -> None:
         if remote_root is None:  # a folder of its own, removed when the process ends (tests make hundreds)

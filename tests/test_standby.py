@@ -121,3 +121,32 @@ def test_a_file_that_is_not_media_is_named_with_ffmpegs_reason(tmp_path):
     with pytest.raises(InputError) as err:
         probe_input(bad)
     assert str(bad) in str(err.value) and "Invalid data found when processing input" in str(err.value)
+
+
+def test_a_local_batch_reads_its_inputs_where_they_are_and_fails_alone_an_input_changed_after_its_check(sleepy, tmp_path):
+    root = tmp_path / "runtime"
+    inputs = tones(tmp_path / "in", 3)
+    kept, changed, gone_input = inputs
+    before = kept.read_bytes()
+    job = sleepy(inputs, tmp_path / "out", backend=LocalTransport(str(root)))
+    manager = CGPUJobManager()
+    manager.prepare(job)
+    changed.write_bytes(changed.read_bytes()[:-2] + b"\x01\x02")  # after the check, before the run
+    gone_input.unlink()
+    seen: dict[str, list] = {}
+
+    def look(job, item) -> None:  # while the batch runs: what was sent, what the runtime reads
+        seen.setdefault("parts", [p.stat().st_size for p in job.state_dir.glob("parts/part_*.zip")])
+        seen.setdefault("inputs", [p.is_symlink() for p in (root / f"job_{job.job_id}" / "in").iterdir()
+                                   if p.suffix == ".wav"])
+
+    job.on_item = look
+    result = manager.run(job)
+
+    by_name = {Path(i.input_path).name: i for i in result.items}
+    assert by_name[kept.name].ok and (tmp_path / "out" / f"{kept.stem}.bin").read_bytes() == before
+    assert "changed after it was checked" in by_name[changed.name].error
+    assert f"no longer at {gone_input}" in by_name[gone_input.name].error
+    assert seen["parts"] and all(size < 4096 for size in seen["parts"])  # manifests only: no copy of the media
+    assert seen["inputs"] == [True] * 3  # links to the inputs where they are
+    assert kept.read_bytes() == before and gone(root)  # the input itself untouched; nothing left running

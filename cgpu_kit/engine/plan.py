@@ -32,8 +32,9 @@ CLOSED = "closed"
 DEFAULT_PART_BYTES = 48 << 20
 
 
-def pack(job: CGPUJob) -> list[Path]:
-    """Zip the pending items into parts with their manifest (done again after a runtime is lost)."""
+def pack(job: CGPUJob, *, by_reference: bool = False) -> list[Path]:
+    """Zip the pending items into parts with their manifest (done again after a runtime is lost);
+    ``by_reference``: manifests naming the inputs where they are, for a runtime that shares this machine's files."""
     pending = job.pending
     header = {"job_type": job.job_type, "job_id": job.job_id, "params": job.params, "version": __version__}
     parts_dir = job.state_dir / "parts"
@@ -41,7 +42,8 @@ def pack(job: CGPUJob) -> list[Path]:
         shutil.rmtree(parts_dir)
     paths = []
     for index, members in enumerate(split_parts(pending, job.part_bytes)):
-        paths.append(pack_part(members, parts_dir / layout.part_name(index), dict(header, part=index)))
+        paths.append(pack_part(members, parts_dir / layout.part_name(index), dict(header, part=index),
+                               by_reference=by_reference))
     return paths
 
 
@@ -61,7 +63,7 @@ def upload(job: CGPUJob, transport: Transport) -> None:
     started = time.monotonic()
     remote = job.remote(transport)
     remote.expect_space(lambda free: check_free(job, transport, free))
-    parts = job.pack()
+    parts = job.pack(by_reference=transport.shares_files)
     for part in parts:
         remote.upload(part, f"{layout.PARTS}/{part.name}", timeout=job.transfer_timeout(part.stat().st_size))
         log.info("to send: %s (%.1f MB)", part.name, part.stat().st_size / 1e6)

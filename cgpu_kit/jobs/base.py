@@ -233,9 +233,10 @@ class CGPUJob(abc.ABC):
         by_id = {i.item_id: i for i in self.items}
         return [b for b in self.batch_items.values() if by_id[b.item_id].status in (ItemStatus.PENDING, ItemStatus.CANCELLED)]
 
-    def pack(self) -> list[Path]:
-        """Zip the pending items into parts with their manifest (done again after a runtime is lost)."""
-        return plan.pack(self)
+    def pack(self, *, by_reference: bool = False) -> list[Path]:
+        """Zip the pending items into parts with their manifest (done again after a runtime is lost); by
+        reference (no copy of the media) for a runtime on this machine."""
+        return plan.pack(self, by_reference=by_reference)
 
     def job_file(self, chunk_seconds: float) -> Path:
         """The job file the runtime reads: parameters, timeouts and the processor's ``"module:Class"``."""

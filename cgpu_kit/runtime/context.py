@@ -37,6 +37,8 @@ class RuntimeItem:
     part: int
     probe: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
+    #: where the input is, on a runtime that reads it in place (``path`` is then a link to it); else empty
+    source: str = ""
 
 
 class ItemContext:

@@ -41,8 +41,13 @@ def load_items(work_dir: Path) -> tuple[list[RuntimeItem], dict[str, Any]]:
             (in_dir / batch.MANIFEST).unlink(missing_ok=True)
             marker.touch()
         for rec in manifest["items"]:
-            items.append(RuntimeItem(rec["item_id"], rec["name"], in_dir / rec["file"], rec["part"], rec.get("probe", {}),
-                rec.get("sha256", "")))
+            path = in_dir / rec["file"]
+            if rec.get("path") and not path.is_symlink():  # a part by reference: the input where it is, linked
+                in_dir.mkdir(parents=True, exist_ok=True)
+                path.unlink(missing_ok=True)
+                os.symlink(rec["path"], path)
+            items.append(RuntimeItem(rec["item_id"], rec["name"], path, rec["part"], rec.get("probe", {}),
+                rec.get("sha256", ""), rec.get("path", "")))
     return items, header
 
 
@@ -111,9 +116,11 @@ class BatchRun:
         started = time.monotonic()
         try:
             if not item.path.is_file():
-                raise ItemError("its input did not arrive on the runtime")
+                raise ItemError(f"its input is no longer at {item.source}" if item.source else
+                                "its input did not arrive on the runtime")
             if item.sha256 and file_sha256(item.path) != item.sha256:
-                raise ItemError("its input arrived damaged on the runtime (sha256 mismatch); run the batch again")
+                raise ItemError("its input changed after it was checked; run the batch again" if item.source else
+                                "its input arrived damaged on the runtime (sha256 mismatch); run the batch again")
             outputs = processor.process(ctx)
             names = []
             for path in outputs:

@@ -79,6 +79,8 @@ class Transport(abc.ABC):
     inline_bytes: int = 0
     #: the set-up is checked (and done when missing) by the next batch's first call, not by calls of its own
     setup_travels: bool = False
+    #: the runtime reads this machine's files where they are: a batch's parts name its inputs, not carry them
+    shares_files: bool = False
 
     def __init__(self, remote_root: str) -> None:
         self.remote_root = remote_root.rstrip("/") or "/"

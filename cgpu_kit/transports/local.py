@@ -28,6 +28,7 @@ class LocalTransport(Transport):
     name = "local"
     poll_interval = 0.25
     chunk_seconds = 0.0
+    shares_files = True
 
     def __init__(self, remote_root: str | None = None) -> None:
         super().__init__(remote_root or default_local_root())
