@@ -158,7 +158,7 @@ def test_row3_13_when_the_api_fails_unexpectedly_then_the_output_folder_is_not_l
     with pytest.raises(ParameterError, match="timeout"):
         cgpu_kit.stabilize([a], tmp_path / "o", timeout="x")
     with monkeypatch.context() as patch:
-        patch.setattr(job_class("stabilize"), "pack", lambda self: 1 / 0)
+        patch.setattr(job_class("stabilize"), "pack", lambda self, **_: 1 / 0)
         with pytest.raises(ZeroDivisionError):
             cgpu_kit.stabilize([a], tmp_path / "o", preset="ultrafast")
     lock = OutputLock(tmp_path / "o")
