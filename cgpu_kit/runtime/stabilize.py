@@ -116,20 +116,7 @@ class StabilizeProcessor(Processor):
         dest = ctx.output(output_suffix(ctx.item.name))
         trf = ctx.scratch("transforms.trf")
         tapped = taps(ctx.item.probe, ctx.scratch) if self.preview else None
-        detect, transform = commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name, tapped)
-        cwd = trf.parent
-        try:
-            ctx.run(detect, step="detect", cwd=cwd)
-        except (ItemTimeout, ItemCancelled):
-            raise
-        except ItemError as exc:
-            if tapped is None:
-                raise
-            ctx.log.info("%s: the detect pass with the report's taps failed (%s); again without them",
-                         ctx.item.name, str(exc)[-200:])
-            tapped = None
-            detect, transform = commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name)
-            ctx.run(detect, step="detect", cwd=cwd)
+        tapped = self._pass(ctx, "detect", dest, trf, tapped)
         damage = [line for line in ctx.stderr_tail if "partial file" in line or "Error while decoding" in line]
         if any("partial file" in line for line in damage):
             raise ItemError(
@@ -140,20 +127,7 @@ class StabilizeProcessor(Processor):
             ctx.metadata["warning"] = f"ffmpeg reported damaged frames: {damage[-1]}"
         if not trf.exists() or trf.stat().st_size == 0:
             raise ItemError("vidstabdetect wrote no transforms; is the clip empty?")
-        try:
-            ctx.run(transform, step="transform", cwd=cwd)
-        except (ItemTimeout, ItemCancelled):
-            raise
-        except ItemError as exc:
-            if tapped is None:
-                raise
-            ctx.log.info("%s: the transform pass with the report's taps failed (%s); again without them",
-                         ctx.item.name, str(exc)[-200:])
-            for tap in tapped:
-                tap.discard()
-            tapped = None
-            ctx.run(commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name)[1],
-                    step="transform", cwd=cwd)
+        tapped = self._pass(ctx, "transform", dest, trf, tapped)
         if tapped is not None:
             preview = collect(tapped)
             if preview is not None:
@@ -161,6 +135,27 @@ class StabilizeProcessor(Processor):
         ctx.metadata["ffmpeg"] = self.build.to_dict()
         ctx.metadata["tool"] = self.build.describe()
         return [dest]
+
+    def _pass(self, ctx: ItemContext, step: str, dest: Path, trf: Path, tapped: tuple[Tap, Tap] | None) -> tuple[Tap, Tap] | None:
+        """Run the ``detect`` or ``transform`` pass with the report's taps; where it fails with them, again without
+        (the report makes its own pictures then: they are never worth the clip). The taps still in use."""
+        index = ("detect", "transform").index(step)
+        argv = commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name, tapped)[index]
+        try:
+            ctx.run(argv, step=step, cwd=trf.parent)
+            return tapped
+        except (ItemTimeout, ItemCancelled):
+            raise
+        except ItemError as exc:
+            if tapped is None:
+                raise
+            ctx.log.info("%s: the %s pass with the report's taps failed (%s); again without them", ctx.item.name, step,
+                         str(exc)[-200:])
+            for tap in tapped:
+                tap.discard()
+        ctx.run(commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name)[index], step=step,
+                cwd=trf.parent)
+        return None
 
     @classmethod
     def make_samples(cls, dest: Path) -> list[Path]:
