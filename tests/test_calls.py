@@ -76,7 +76,7 @@ def test_when_a_queue_of_two_jobs_runs_on_one_runtime_then_it_is_set_up_once_and
     results = manager.process_queue()
     assert [r.status for r in results] == [JobStatus.COMPLETED] * 2, [r.error for r in results]
     calls = stand_in.calls()[before:]
-    launches = [n for n, c in enumerate(calls) if "cgpu_kit.runtime.driver" in c.get("text", "")]
+    launches = [n for n, c in enumerate(calls) if "echo launched" in c.get("text", "")]
     assert len(launches) == 2
     split = launches[0] + 1 + next(n for n, c in enumerate(calls[launches[0] + 1:]) if "rm -rf" in c.get("text", ""))
     job1, job2 = calls[:split + 1], calls[split + 1:]
