@@ -107,10 +107,11 @@ class RemoteBatch:
             f"echo $! >{layout.STANDBY}; }} ) >/dev/null 2>&1"
         )
 
-    def launch(self) -> str:
+    def launch(self, ahead: str = "") -> str:
         """Send what is staged, then start the driver detached unless it runs or has finished (in the same
         call where the transport allows); returns what the runtime said. A live standby driver is claimed (an
-        atomic rename of its pid file) instead of starting one."""
+        atomic rename of its pid file) instead of starting one. ``ahead`` (:meth:`standby_command`) travels in
+        the send's first call, so a Colab runtime boots the kernel while the files are copied."""
         w = self.work_dir
         driver = self._python("cgpu_kit.runtime.driver", w)
         cmd = (
@@ -126,7 +127,7 @@ class RemoteBatch:
             files = [(local, remote) for remote, (local, _) in held.files.items()]
             timeout = self.call_timeout + sum(t for _, t in held.files.values())
             result = self.transport.send_batch(files, dirs=[self.path(layout.PARTS)], check_free=held.check_free,
-                                               then=cmd, timeout=timeout)
+                                               then=cmd, timeout=timeout, ahead=ahead)
             held.files.clear()
             held.finished = None
         else:

@@ -93,9 +93,11 @@ class RetryingTransport(Transport):
         self.inner.setup_on_next_batch(requirements, timeout=timeout)
 
     def send_batch(self, files: Sequence[tuple[Path, str]], *, dirs: Sequence[str],
-                   check_free: Callable[[int | None], None] | None, then: str, timeout: float) -> CommandResult:
+                   check_free: Callable[[int | None], None] | None, then: str, timeout: float,
+                   ahead: str = "") -> CommandResult:
         """Retried whole: every step of a send skips what already arrived, and the launch is idempotent."""
-        return self._call(self.inner.send_batch, files, dirs=dirs, check_free=check_free, then=then, timeout=timeout)
+        return self._call(self.inner.send_batch, files, dirs=dirs, check_free=check_free, then=then, timeout=timeout,
+                          ahead=ahead)
 
     def runtime_env(self) -> dict[str, str]:
         return self.inner.runtime_env()

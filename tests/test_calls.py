@@ -76,13 +76,17 @@ def test_when_a_queue_of_two_jobs_runs_on_one_runtime_then_it_is_set_up_once_and
     results = manager.process_queue()
     assert [r.status for r in results] == [JobStatus.COMPLETED] * 2, [r.error for r in results]
     calls = stand_in.calls()[before:]
-    launches = [n for n, c in enumerate(calls) if "cgpu_kit.runtime.driver" in c.get("text", "")]
+    launches = [n for n, c in enumerate(calls) if "echo launched" in c.get("text", "")]
     assert len(launches) == 2
     split = launches[0] + 1 + next(n for n, c in enumerate(calls[launches[0] + 1:]) if "rm -rf" in c.get("text", ""))
     job1, job2 = calls[:split + 1], calls[split + 1:]
     assert len(job1) <= FRESH, summary(job1)
     assert len(job2) <= SET_UP, summary(job2)
     assert len(setting_up(calls)) == 1 and not setting_up(job2)  # set up once for the queue
+    # the set-up runtime's batch ran on the driver its check call started (kernel booted during copy and land);
+    # the fresh runtime had no shipped cgpu_kit yet for one, so its launch started the driver
+    assert "standby driver claimed" in (results[1].remote_log or ""), results[1].remote_log
+    assert "standby driver" not in (results[0].remote_log or ""), results[0].remote_log
     assert next(iter(manager.sessions.values())).setups == 1
 
     # a new process meets the runtime set up: the set-up is checked in the batch's first call, not redone

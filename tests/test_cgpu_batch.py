@@ -42,7 +42,7 @@ def test_when_faults_hit_upload_launch_poll_and_download_then_the_batch_still_ma
     fake_cgpu.set_rules(
         {"fault": "lose_end", "command": "copy", "match": "incoming/batch-"},  # the batch's one copy: arrived, answer lost
         {"fault": "never_starts", "command": "run", "match": "incoming"},      # the check before sending: never started
-        {"fault": "lose_end", "command": "run", "match": "cgpu_kit.runtime.driver", "keep": 0},  # launch
+        {"fault": "lose_end", "command": "run", "match": "echo launched", "keep": 0},  # launch
         {"fault": "never_starts", "command": "run", "match": "cgpu_kit.runtime.status", "nth": 2},  # poll
         {"fault": "lose_end", "command": "run", "match": "cgpu_kit.runtime.status", "nth": 3},      # poll
         {"fault": "lose_end", "command": "run", "match": "out_0000.zip", "keep": 0.5},            # download
@@ -114,8 +114,8 @@ def test_when_the_local_process_dies_after_launch_then_the_same_command_picks_th
     inputs = clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"])
     launch = RemoteBatch.launch
 
-    def launch_then_die(self):
-        launch(self)
+    def launch_then_die(self, **kw):
+        launch(self, **kw)
         raise _Died
 
     with monkeypatch.context() as patch:
@@ -133,7 +133,7 @@ def test_when_the_local_process_dies_after_launch_then_the_same_command_picks_th
     assert again.status is JobStatus.COMPLETED, (again.error, again.remote_log)
     assert [i.status for i in again.items] == [ItemStatus.SKIPPED] * 3  # fetched from the first run's batch
     assert sorted(p.name for p in (tmp_path / "out").glob("*.mp4")) == ["a.mp4", "b.mp4", "c.mp4"]
-    launches = [c for c in fake_cgpu.calls() if c["cmd"] == "run" and "cgpu_kit.runtime.driver" in c.get("text", "")]
+    launches = [c for c in fake_cgpu.calls() if c["cmd"] == "run" and "echo launched" in c.get("text", "")]
     assert len(launches) == 2  # the first run's, and the pick-up's, which found the batch running or done:
     records = read_jsonl(tmp_path / "out" / "_cgpu_kit" / f"job_{job.job_id}" / "results.jsonl")
     assert sorted(r["name"] for r in records) == ["a.mp4", "b.mp4", "c.mp4"]  # each processed once

@@ -90,9 +90,9 @@ def test_when_a_hostile_named_stabilize_batch_runs_through_the_real_cgpu_then_ev
     seen_hidden: list[str] = []
     launch = RemoteBatch.launch
 
-    def launch_and_look(self):  # everything is on the runtime now: the bundle, the set-up, the parts
+    def launch_and_look(self, **kw):  # everything is on the runtime now: the bundle, the set-up, the parts
         seen_hidden.extend(hidden_names(runtime.root))
-        return launch(self)
+        return launch(self, **kw)
 
     monkeypatch.setattr(RemoteBatch, "launch", launch_and_look)
     result = fresh_manager.run(job)

@@ -23,6 +23,7 @@ from .plan import CLOSED, PLAN
 
 if TYPE_CHECKING:
     from ..jobs.base import CGPUJob
+    from ..remote import RemoteBatch
 
 log = logging.getLogger("cgpu_kit.jobs.base")
 
@@ -30,14 +31,35 @@ log = logging.getLogger("cgpu_kit.jobs.base")
 def poll_until(step: Callable[[], dict[str, Any] | None], job: CGPUJob, transport: Transport,
                pacing: Pacing) -> dict[str, Any]:
     """Call ``step`` every poll interval until it returns a status (``None``: not finished yet); an error
-    it raises ends the wait at once. A cancel wakes the sleep early."""
+    it raises ends the wait at once. A cancel wakes the sleep early.
+
+    The interval runs from the start of one poll to the start of the next: a poll that waited on the runtime
+    (``Transport.poll_wait``) for as long as the interval or longer has paced itself, and the next goes at
+    once (a sleep after it only delays noticing the batch's end: 5 s of nothing per part through cgpu)."""
+    clock = pacing.clock
+    interval = pacing.poll_interval or transport.poll_interval
+    began = {"at": clock.now()}
+
+    def timed_step() -> dict[str, Any] | None:
+        began["at"] = clock.now()
+        return step()
+
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_result(lambda status: status is None),
-        wait=tenacity.wait_fixed(pacing.poll_interval or transport.poll_interval),
+        wait=lambda _state: max(0.0, interval - (clock.now() - began["at"])),
         stop=tenacity.stop_never, reraise=True,
-        sleep=lambda seconds: pacing.clock.sleep(seconds, job.cancel_event),
+        sleep=lambda seconds: clock.sleep(seconds, job.cancel_event) if seconds > 0 else None,
     )
-    return retrying(step)
+    return retrying(timed_step)
+
+
+def standby_ahead(job: CGPUJob, remote: RemoteBatch) -> str:
+    """The standby driver's start that travels in the send's first call (a Colab runtime: its kernel boots
+    while the files are copied and landed, 2-5 s off each part), unless the manager started one already (the
+    local runtime, whose calls cost nothing, starts it at once)."""
+    if job.standby is not None or not getattr(remote.transport, "setup_travels", False):
+        return ""
+    return remote.standby_command(job.warm_modules(), {"processor": job.processor, "params": job.params})
 
 
 def run_remote(job: CGPUJob, transport: Transport, *, deadline: float | None = None,
@@ -53,7 +75,9 @@ def run_remote(job: CGPUJob, transport: Transport, *, deadline: float | None = N
     started = clock.now()
     remote = job.remote(transport)
     sending = time.monotonic()
-    log.info("job %s: batch %s on %s", job.job_id, remote.launch(), transport.name)
+    ahead = standby_ahead(job, remote)
+    log.info("job %s: batch %s on %s", job.job_id, remote.launch(ahead=ahead) if ahead else remote.launch(),
+             transport.name)
     job.timings["upload"] = round(job.timings.get("upload", 0) + time.monotonic() - sending, 3)
     watch = {"deadline": deadline or (started + job.timeout), "stop_sent": False, "relaunches": 0}
 

@@ -2,8 +2,10 @@
 
 Every client call costs seconds (a process start, a login refresh, a websocket), so :meth:`send_batch` does:
 
-1. one **check**: create the folders, read the free space, the size and sha256 of every file to send, and
-   (when the session's set-up travels with this batch) the set-up marker, so a recycled runtime is found;
+1. one **check**: create the folders, start the batch's standby driver (its kernel boots and papermill
+   imports while the next two calls run; only where the shipped cgpu_kit is there), read the free space, the
+   size and sha256 of every file to send, and (when the session's set-up travels with this batch) the set-up
+   marker, so a recycled runtime is found;
 2. one **copy** of a stored zip of everything missing (and the shipped cgpu_kit when the set-up is missing),
    split into zips of at most ``copy_piece_bytes``; a single file larger than that goes in verified pieces as
    :meth:`put` sends it;
@@ -94,7 +96,8 @@ class BatchSending:
         self._setup_timeout = timeout
 
     def send_batch(self, files: Sequence[tuple[Path, str]], *, dirs: Sequence[str],
-                   check_free: Callable[[int | None], None] | None, then: str, timeout: float) -> CommandResult:
+                   check_free: Callable[[int | None], None] | None, then: str, timeout: float,
+                   ahead: str = "") -> CommandResult:
         deadline = time.monotonic() + timeout
         files = [(local, self._absolute(remote)) for local, remote in files]
         setup = self._travelling_setup
@@ -106,7 +109,8 @@ class BatchSending:
         except OSError as exc:
             raise CallRefusedError(f"cannot upload {exc.filename}: {exc.strerror}; check that the file is still there") from None
 
-        have, free, marker = self._check(list(want), dirs, setup is not None, timeout=timeout)
+        have, free, marker = self._check(list(want), dirs, setup is not None, ahead=self._gated(ahead, setup),
+                                         timeout=timeout)
         if check_free is not None:
             check_free(free)
         needs_setup = setup is not None and not self._marker_says(marker, *self._spec_and_bundle(setup))
@@ -123,11 +127,21 @@ class BatchSending:
 
     # -- the three steps ----------------------------------------------------------------------------------------
 
-    def _check(self, remotes: list[str], dirs: Sequence[str], marker: bool, *,
+    def _gated(self, ahead: str, setup: Requirements | None) -> str:
+        """``ahead`` (a standby driver's start) run only where the shipped cgpu_kit it imports is there and, when
+        the set-up travels with this batch, is this session's bundle (an older one would run the batch)."""
+        if not ahead:
+            return ""
+        test = f"[ -f {sh(posixpath.join(self.home, 'lib', 'cgpu_kit', 'runtime', 'driver.py'))} ]"
+        if setup is not None and self._bundle is not None:
+            test += f" && grep -qF {sh(self._bundle.sha256)} {sh(posixpath.join(self.home, 'ready.json'))} 2>/dev/null"
+        return f"if {test}; then {ahead}; fi"
+
+    def _check(self, remotes: list[str], dirs: Sequence[str], marker: bool, *, ahead: str = "",
                timeout: float) -> tuple[dict[str, tuple[int, str]], int | None, str | None]:
         root = self.remote_root
         folders = sorted({*dirs, root, posixpath.join(self.home, "incoming"), *(posixpath.dirname(r) for r in remotes)})
-        lines = [f"mkdir -p -- {sh(*folders)} || exit 1",
+        lines = [f"mkdir -p -- {sh(*folders)} || exit 1", *([ahead] if ahead else []),
                  f"printf 'D %s\\n' \"$(df -Pk -- {sh(root)} | tail -n 1)\""]
         for index, remote in enumerate(remotes):
             q = sh(remote)

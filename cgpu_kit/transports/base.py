@@ -115,9 +115,12 @@ class Transport(abc.ABC):
         self.setup(requirements, timeout=timeout)
 
     def send_batch(self, files: Sequence[tuple[Path, str]], *, dirs: Sequence[str],
-                   check_free: Callable[[int | None], None] | None, then: str, timeout: float) -> CommandResult:
+                   check_free: Callable[[int | None], None] | None, then: str, timeout: float,
+                   ahead: str = "") -> CommandResult:
         """Create ``dirs``, let ``check_free`` see the free bytes of the remote root (it may refuse the batch
         before anything is sent), send ``files`` (local, remote) and run ``then``; returns ``then``'s result.
+        ``ahead`` (a standby driver's start) runs in the first call where the transport's calls are dear, so it
+        works while the files travel; this default ignores it (:meth:`start_ahead` started it already).
 
         This default costs a call per file; a transport whose calls are dear does it in a few calls whatever
         the number of files."""
