@@ -102,7 +102,9 @@ def test_when_the_runtime_is_recycled_between_two_polls_then_the_next_check_find
         stand_in, fresh_manager, shaky_clip, tmp_path, monkeypatch):
     monkeypatch.setenv("CGPU_KIT_CHUNK_SECONDS", "0")  # a chunk per item: the first poll brings the first one inline
     stand_in.set_rules({"fault": "recycle", "command": "run", "match": "cgpu_kit.runtime.status", "nth": 2})
-    clips = named_clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"], **CLIP)
+    # clips long enough (about a second each, one at a time) that the second poll, which comes at once after the
+    # first brought item a, always finds items still to run: a batch done before it would leave nothing to redo
+    clips = named_clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4", "c.mp4"], **dict(CLIP, frames=300))
     job = StabilizeJob(clips, tmp_path / "out", backend="cgpu", preset="ultrafast", workers=1)
     result = fresh_manager.run(job)
 
