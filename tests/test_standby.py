@@ -14,7 +14,7 @@ from support.sleepy import tones
 
 from cgpu_kit import CGPUJobManager
 from cgpu_kit.exceptions import InputError
-from cgpu_kit.media import find_ffmpeg, probe, probe_input
+from cgpu_kit.media import find_ffmpeg, probe, quick_probe
 from cgpu_kit.remote import RemoteBatch
 from cgpu_kit.results import ItemStatus, JobStatus
 from cgpu_kit.runtime import layout
@@ -106,20 +106,20 @@ def make_media(folder: Path) -> dict[str, Path]:
 def test_inputs_are_probed_from_the_static_ffmpeg_as_ffprobe_reads_them(tmp_path):
     media = make_media(tmp_path)
     for name, path in media.items():
-        fast, exact = probe_input(path).to_dict(), probe(path).to_dict()
+        fast, exact = quick_probe(path).to_dict(), probe(path).to_dict()
         assert fast["duration"] == pytest.approx(exact["duration"], abs=0.05) if exact["duration"] else fast["duration"] is None
         for key in ("has_video", "has_audio", "width", "height", "fps", "frames", "video_codec", "audio_codec", "format",
                     "is_image"):
             assert fast[key] == exact[key] or not (fast[key] or exact[key]), (name, key, fast[key], exact[key])
-    assert probe_input(media["tagged.mkv"]).width == 96  # not the tag's 1920
-    assert not probe_input(media["odd name"]).has_video  # not the name's stream
+    assert quick_probe(media["tagged.mkv"]).width == 96  # not the tag's 1920
+    assert not quick_probe(media["odd name"]).has_video  # not the name's stream
 
 
 def test_a_file_that_is_not_media_is_named_with_ffmpegs_reason(tmp_path):
     bad = tmp_path / "-notes $(id).mp4"
     bad.write_text("hello")
     with pytest.raises(InputError) as err:
-        probe_input(bad)
+        quick_probe(bad)
     assert str(bad) in str(err.value) and "Invalid data found when processing input" in str(err.value)
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..batch import BatchItem, member_name
 from ..exceptions import InputError
 from ..ledger import STATE_DIR, Ledger, item_key
-from ..media import MediaInfo, probe_input
+from ..media import MediaInfo, quick_probe
 from ..results import ItemResult, ItemStatus
 from ..util import file_sha256, real_path
 
@@ -176,6 +176,6 @@ def validate(job: CGPUJob, path: Path) -> MediaInfo:
         raise InputError(f"{path}: is empty (0 bytes); re-export or re-download it", path=str(path))
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: cannot be read; check its permissions", path=str(path))
-    info = probe_input(path)
+    info = quick_probe(path)
     job.check_media(path, info)
     return info
