@@ -24,6 +24,7 @@ import html
 import json
 import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -135,7 +136,8 @@ class _Early:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pool: cf.ThreadPoolExecutor | None = None
+        self.queue: queue.SimpleQueue[tuple[cf.Future[Cell], tuple[Any, ...]]] = queue.SimpleQueue()
+        self.worker: threading.Thread | None = None
         self.cells: dict[tuple[str, str], tuple[tuple[Any, ...], cf.Future[Cell]]] = {}
 
     def submit(self, job_id: str, item: ItemResult, index: int, ctx: ReportContext) -> None:
@@ -143,10 +145,25 @@ class _Early:
             return
         key, stamp = (job_id, item.item_id), _stamp(item, index, ctx)
         section = section_for(ctx.result.metadata.get("job_type"))
+        future: cf.Future[Cell] = cf.Future()
         with self.lock:
-            if self.pool is None:
-                self.pool = cf.ThreadPoolExecutor(1, thread_name_prefix="cgpu-kit-early-preview")
-            self.cells[key] = (stamp, self.pool.submit(_preview_cell, item, index, ctx, section))
+            self.cells[key] = (stamp, future)
+            self.queue.put((future, (item, index, ctx, section)))
+            if self.worker is None:
+                # a daemon thread, not a ThreadPoolExecutor: the interpreter joins an executor's threads at exit,
+                # and a Ctrl-C landing while one was being started left a thread that no one would ever stop
+                self.worker = threading.Thread(target=self._work, name="cgpu-kit-early-preview", daemon=True)
+                self.worker.start()
+
+    def _work(self) -> None:
+        while True:
+            future, args = self.queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(_preview_cell(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever takes the preview
+                future.set_exception(exc)
 
     def take(self, job_id: str, item: ItemResult, index: int, ctx: ReportContext) -> cf.Future[Cell] | None:
         """The started preview of ``item``, if it was made from the same outputs, place and folder; a preview

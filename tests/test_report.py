@@ -250,3 +250,26 @@ def test_when_motion_is_measured_with_a_contact_sheet_then_one_decode_gives_the_
     together = measure(clip, info=info, sheet=(strip_filter(info.duration), sheet))
     assert sheet.read_bytes() == strip(clip, info=info)
     assert together.shifts == measure(clip, info=info).shifts
+
+
+def test_when_the_program_ends_while_an_early_preview_is_still_being_made_then_it_exits_at_once(tmp_path):
+    """A preview started in the background must never hold the interpreter at exit (a Ctrl-C'd CLI printed its
+    summary and then hung, waiting on the preview thread)."""
+    script = f"""
+import threading
+from pathlib import Path
+import cgpu_kit.report as report_mod
+from cgpu_kit.results import ItemResult, ItemStatus, JobResult, JobStatus
+
+def forever(item, ctx):
+    threading.Event().wait()
+
+report_mod.SECTIONS["stuck-test"] = forever
+item = ItemResult("a.wav", ItemStatus.DONE, ["a.bin"], item_id="i0000")
+result = JobResult(True, {str(tmp_path)!r}, {{"job_type": "stuck-test", "params": {{}}}}, status=JobStatus.COMPLETED,
+                   job_id="stuck", items=[item])
+report_mod.preview_early("stuck", item, 0, result, Path({str(tmp_path)!r}))
+print("submitted", flush=True)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "submitted" in proc.stdout, proc.stderr
