@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,18 @@ def test_when_speech_is_transcribed_the_srt_is_valid_and_holds_the_words_spoken(
     assert item.metadata["model_source"].startswith("the folder")
     # the local runtime's standby driver loaded the model while the inputs were checked; the words are still there
     assert item.metadata["model_loaded_ahead"] is True and item.metadata["model_load_seconds"] == 0.0
+
+
+def test_when_the_runtime_has_no_gpu_items_are_transcribed_side_by_side_one_per_replica_of_the_model(batch):
+    """Beam search leaves cores idle: on a CPU two items go side by side, each on its own replica of the model
+    with a share of the cores (bench/RESULTS.md measures it); a GPU keeps one item at a time."""
+    from cgpu_kit.runtime.transcribe import cpu_plan
+
+    assert [cpu_plan("cpu", cores=n) for n in (1, 2, 8)] == [(1, 1), (2, 1), (2, 4)]
+    assert cpu_plan("cuda", cores=8) == (1, 0)
+    _, items, _ = batch
+    done = [i for i in items.values() if i.status is ItemStatus.DONE]
+    assert len(done) == 3 and {i.metadata["side_by_side"] for i in done} == {min(2, len(os.sched_getaffinity(0)))}
 
 
 def test_when_several_formats_are_asked_the_vtt_json_and_txt_agree_with_the_srt(batch, media):
