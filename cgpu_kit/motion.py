@@ -33,11 +33,23 @@ def phase_shift(a: Any, b: Any) -> float:
     The peak is refined to a fraction of a pixel (a parabola through it and its neighbours on each axis),
     so that frames measured downscaled still give shifts finer than one of their pixels.
     """
+    window = _window(*a.shape)
+    return _shift(_spectrum(a, window), _spectrum(b, window), *a.shape)
+
+
+def _window(h: int, w: int) -> Any:
     np = _np()
-    h, w = a.shape
-    window = np.outer(np.hanning(h), np.hanning(w))
+    return np.outer(np.hanning(h), np.hanning(w))
+
+
+def _spectrum(frame: Any, window: Any) -> Any:
     # real input: the half spectrum (rfft2) holds it all, for half the work of fft2
-    fa, fb = np.fft.rfft2((a - a.mean()) * window), np.fft.rfft2((b - b.mean()) * window)
+    return _np().fft.rfft2((frame - frame.mean()) * window)
+
+
+def _shift(fa: Any, fb: Any, h: int, w: int) -> float:
+    """:func:`phase_shift` from the two frames' spectra."""
+    np = _np()
     cross = fa * np.conj(fb)
     corr = np.fft.irfft2(cross / (np.abs(cross) + 1e-9), s=(h, w))
     py, px = np.unravel_index(np.argmax(corr), corr.shape)
@@ -133,10 +145,16 @@ def from_frames(frames: Any, *, width: int, fps: float, every: int = 1, start: f
     ch, cw = max(8, int(h * crop)), max(8, int(w * crop))
     y0, x0 = (h - ch) // 2, (w - cw) // 2
     centre = frames[:, y0:y0 + ch, x0:x0 + cw]
+    window, spectra = _window(ch, cw), {}
     for i in range(0, len(centre) - 1, 2 if every > 1 else 1):
         frame_no = i // 2 * every if every > 1 else i
         motion.times.append(round(start + (frame_no + 1) / fps, 3))
-        motion.shifts.append(round(phase_shift(centre[i], centre[i + 1]) * factor, 3))
+        # each frame's spectrum taken once, though consecutive pairs share a frame: a third less work
+        fa = spectra.pop(i, None)
+        if fa is None:
+            fa = _spectrum(centre[i], window)
+        spectra[i + 1] = fb = _spectrum(centre[i + 1], window)
+        motion.shifts.append(round(_shift(fa, fb, ch, cw) * factor, 3))
     return motion
 
 

@@ -273,3 +273,26 @@ print("submitted", flush=True)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "submitted" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("every", [1, 3], ids=["consecutive-pairs", "sampled-pairs"])
+def test_when_motion_is_measured_from_frames_each_spectrum_taken_once_gives_the_shifts_of_each_pair_alone(shaky_clip, every):
+    """from_frames takes each frame's spectrum once (consecutive pairs share a frame); its shifts are exactly
+    those of phase_shift on each pair alone."""
+    from cgpu_kit.media import probe, quick_ffmpeg
+    from cgpu_kit.motion import from_frames, grey_size, phase_shift
+
+    clip = shaky_clip(**TINY)
+    info = probe(clip)
+    w, h = grey_size(info.width, info.height)
+    raw = subprocess.run([quick_ffmpeg(), "-v", "error", "-i", str(clip), "-vf", f"scale={w}:{h},format=gray",
+                          "-f", "rawvideo", "-"], capture_output=True, check=True).stdout
+    import numpy as np
+
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, h, w).astype(np.float32)
+    motion = from_frames(frames, width=info.width, fps=info.fps, every=every)
+    ch, cw = int(h * 0.5), int(w * 0.5)
+    centre = frames[:, (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+    alone = [round(phase_shift(centre[i], centre[i + 1]) * info.width / w, 3)
+             for i in range(0, len(centre) - 1, 2 if every > 1 else 1)]
+    assert len(alone) > 5 and motion.shifts == alone and max(alone) > 1.0  # a shaky clip: real shifts, not zeros
