@@ -54,28 +54,29 @@ def main(argv: list[str] | None = None) -> int:
     if km is None:
         km = kernel.start(work_dir, kernel_name)
     try:
-        _skip_slow_imports()
-        import papermill
+        try:
+            _skip_slow_imports()
+            import papermill
 
-        papermill.execute_notebook(
-            str(work_dir / layout.TEMPLATE), str(work_dir / layout.EXECUTED),
-            parameters={
-                "work_dir": str(work_dir), "params": job["params"], "processor": job.get("processor", ""),
-                "item_timeout": float(job["item_timeout"]), "workers": int(job.get("workers", 0)),
-            },
-            cwd=str(work_dir), kernel_name=kernel_name, progress_bar=False, km=km,
-            log_output=True, request_save_on_cell_execute=True,
-            execution_timeout=math.ceil(job["timeout"]) if job.get("timeout") else None,  # nbclient takes whole seconds
-        )
-    except Exception as exc:  # the executed notebook is already written by papermill
-        # a failed cell: its exception's own name and message, not the whole formatted traceback
-        error = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", None) else f"{type(exc).__name__}: {exc}"
-        status.update(exit_code=1, error=error[-4000:])
-        logging.getLogger("cgpu_kit.runtime").error("template failed: %s", exc)
+            papermill.execute_notebook(
+                str(work_dir / layout.TEMPLATE), str(work_dir / layout.EXECUTED),
+                parameters={
+                    "work_dir": str(work_dir), "params": job["params"], "processor": job.get("processor", ""),
+                    "item_timeout": float(job["item_timeout"]), "workers": int(job.get("workers", 0)),
+                },
+                cwd=str(work_dir), kernel_name=kernel_name, progress_bar=False, km=km,
+                log_output=True, request_save_on_cell_execute=True,
+                execution_timeout=math.ceil(job["timeout"]) if job.get("timeout") else None,  # nbclient takes whole seconds
+            )
+        except Exception as exc:  # the executed notebook is already written by papermill
+            # a failed cell: its exception's own name and message, not the whole formatted traceback
+            error = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", None) else f"{type(exc).__name__}: {exc}"
+            status.update(exit_code=1, error=error[-4000:])
+            logging.getLogger("cgpu_kit.runtime").error("template failed: %s", exc)
+        status.update(ended=time.time(), cancelled=(work_dir / layout.CANCEL).exists())
+        write_json(work_dir / layout.STATUS, status)  # the batch is over: said before the kernel's shutdown (0.1 s)
     finally:
         kernel.stop(km)
-    status.update(ended=time.time(), cancelled=(work_dir / layout.CANCEL).exists())
-    write_json(work_dir / layout.STATUS, status)
     return int(status["exit_code"])
 
 
