@@ -115,6 +115,36 @@ def test_inputs_are_probed_from_the_static_ffmpeg_as_ffprobe_reads_them(tmp_path
     assert not quick_probe(media["odd name"]).has_video  # not the name's stream
 
 
+def test_many_inputs_probed_by_one_ffmpeg_read_exactly_as_each_alone_and_what_it_cannot_vouch_for_is_left_alone(tmp_path):
+    """One ffmpeg reads many inputs (0.1 s for 20 clips where one each takes 0.6 s); whatever it says of an
+    input is what that input's own probe says. A file ffmpeg cannot open stops it there: that one and those
+    after it, and names it cannot tell apart in its banner (a newline, a quote), are probed alone."""
+    from cgpu_kit import banner
+    from cgpu_kit import media as media_mod
+
+    made = make_media(tmp_path)
+    quoted = tmp_path / "it's.wav"
+    shutil.copy(made["tone.wav"], quoted)
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not media")
+    readable = [p for n, p in made.items() if n not in ("odd name", "header only.png")]
+    order = [*readable[:2], quoted, made["odd name"], *readable[2:], broken, made["tone.wav"].with_name("after.wav")]
+    shutil.copy(made["tone.wav"], order[-1])
+    found = banner.read_many(media_mod.quick_ffmpeg(), order, timeout=60)
+    assert set(found) == set(readable)  # not the quoted or odd names, not the broken file, nor the one after it
+    for path, info in found.items():
+        assert info == banner.read(media_mod.quick_ffmpeg(), path, timeout=60), path
+    assert quick_probe(made["tagged.mkv"]).width == 96
+
+    assert media_mod.probe_ahead(order) == len(readable)
+    made["tone.wav"].write_bytes(made["tone.wav"].read_bytes()[:-4000])  # changed since: probed again, alone
+    assert quick_probe(made["tone.wav"]).duration < found[made["tone.wav"]].duration
+    with pytest.raises(InputError, match="Invalid data found"):
+        quick_probe(broken)
+    media_mod.forget_ahead(order)
+    assert not media_mod._AHEAD
+
+
 def test_a_file_that_is_not_media_is_named_with_ffmpegs_reason(tmp_path):
     bad = tmp_path / "-notes $(id).mp4"
     bad.write_text("hello")

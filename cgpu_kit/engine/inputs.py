@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..batch import BatchItem, member_name
 from ..exceptions import InputError
 from ..ledger import STATE_DIR, Ledger, item_key
-from ..media import MediaInfo, quick_probe
+from ..media import MediaInfo, forget_ahead, probe_ahead, quick_probe
 from ..results import ItemResult, ItemStatus
 from ..util import file_sha256, real_path
 
@@ -128,7 +128,8 @@ def keep_users_files(job: CGPUJob, result: ItemResult, names: Sequence[str]) -> 
 
 
 def check_all(job: CGPUJob, inputs: Sequence[Path]) -> list[Callable[[], tuple[MediaInfo, str]]]:
-    """Probe and hash every input side by side (ffprobe and disk bound); each result re-raises its error.
+    """Probe and hash every input side by side (ffmpeg and disk bound); each result re-raises its error. The
+    probes are made ahead, many inputs to one ffmpeg (media.probe_ahead); each check takes its own.
 
     An interrupt cancels the checks not yet started, so Ctrl-C ends the run within a second or two.
     """
@@ -137,7 +138,11 @@ def check_all(job: CGPUJob, inputs: Sequence[Path]) -> list[Callable[[], tuple[M
         return job.validate(path), file_sha256(path)
 
     pool = cf.ThreadPoolExecutor(max(1, min(8, len(inputs))))
+    paths = list(dict.fromkeys(raw.expanduser().absolute() for raw in inputs))
     try:
+        if len(paths) > 1:  # one ffmpeg start for many inputs, one ffmpeg per core; each check takes its probe
+            cores = max(1, min(len(paths) // 2, os.cpu_count() or 1))
+            list(pool.map(probe_ahead, [paths[k::cores] for k in range(cores)]))
         once: dict[Path, cf.Future[tuple[MediaInfo, str]]] = {}  # a duplicate input is checked once
         for raw in inputs:
             real = real_path(raw.expanduser().absolute())
@@ -147,6 +152,8 @@ def check_all(job: CGPUJob, inputs: Sequence[Path]) -> list[Callable[[], tuple[M
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
+    finally:
+        forget_ahead(paths)
     pool.shutdown(wait=True)
     return [once[real_path(raw.expanduser().absolute())].result for raw in inputs]
 
