@@ -19,8 +19,8 @@ from typing import Any
 
 from . import __version__
 from .cluster import is_dask_backend, place_scheduler, scheduler_address
-from .exceptions import CgpuKitError, ParameterError
-from .manager import CGPUJobManager, describe_failure
+from .exceptions import CgpuKitError, ParameterError, describe_failure
+from .manager import CGPUJobManager
 from .params import Param, check_number
 from .registry import available, job_class
 from .results import ItemResult, ItemStatus, JobResult, JobStatus

@@ -28,6 +28,8 @@ Jobs report per-item problems as values (``ItemResult.error``); exceptions are f
 
 from __future__ import annotations
 
+import errno
+
 
 class CgpuKitError(Exception):
     """Root of every error cgpu_kit raises on purpose."""
@@ -139,3 +141,14 @@ class JobTimeoutError(JobError):
 
 class JobCancelledError(JobError):
     """The job was cancelled by the user."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failure as one line a user can act on: a full disk says so and that finished outputs are kept."""
+    if isinstance(exc, OSError) and not isinstance(exc, CgpuKitError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return (f"the disk is full{where}; the outputs finished so far are kept: free some space, then run the "
+                    "same command again to do the rest")
+        return f"{exc.strerror or exc}{where}; check that folder and run the same command again"
+    return str(exc)

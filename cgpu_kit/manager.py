@@ -26,11 +26,11 @@ import tenacity
 from .clock import Pacing
 from .cluster import is_dask_backend, run_on_dask
 from .engine.plan import CLOSED, find_plan, open_jobs
-from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLostError
+from .exceptions import CgpuKitError, DiskSpaceError, ParameterError, RuntimeLostError, describe_failure
 from .jobs.base import CGPUJob
 from .remote import RemoteBatch
 from .requirements import Requirements
-from .results import JobResult, JobStatus
+from .results import JobResult, JobStatus, merge_results
 from .retrying import RetryingTransport, RetryPolicy  # noqa: F401 - known by these names here too
 from .runtimes import RuntimeSpec, parse_runtimes
 from .transports import get_transport
@@ -220,8 +220,7 @@ class CGPUJobManager:
             transport = self.session(job).transport
             job.remote_root = transport.remote_root
             batch = job.remote(transport)
-            preload = {"processor": job.processor, "params": job.params}
-            return batch if transport.start_ahead(batch.standby_command(job.warm_modules(), preload)) else None
+            return batch if transport.start_ahead(job.standby_command(batch)) else None
         except (CgpuKitError, OSError) as exc:  # only a head start: the launch starts a driver without it
             log.debug("no standby driver for job %s: %s", job.job_id, exc)
             return None
@@ -374,32 +373,10 @@ class CGPUJobManager:
             log.warning("job %s: stopped without fetching everything: %s", job.job_id, exc)
 
 
-def describe_failure(exc: BaseException) -> str:
-    """A failure as one line a user can act on: a full disk says so and that finished outputs are kept."""
-    if isinstance(exc, OSError) and not isinstance(exc, CgpuKitError):
-        where = f" ({exc.filename})" if exc.filename else ""
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return (f"the disk is full{where}; the outputs finished so far are kept: free some space, then run the "
-                    "same command again to do the rest")
-        return f"{exc.strerror or exc}{where}; check that folder and run the same command again"
-    return str(exc)
-
-
 def plan_runtime(job: CGPUJob, plan: dict[str, Any]) -> Transport | None:
     """The runtime object of ``job`` that an open part-job's plan names (a Transport given as a runtime)."""
     return next((r for r in job.runtimes if isinstance(r, Transport) and r.name == plan.get("backend")
                  and r.remote_root == plan.get("remote_root")), None)
-
-
-def merge_results(job_id: str, results: list[JobResult]) -> JobResult:
-    """One result of the part-jobs of one spread batch, picked up together."""
-    items = [i for r in results for i in r.items]
-    failed = [r for r in results if not r.success]
-    status = JobStatus.COMPLETED if not failed else (
-        JobStatus.FAILED if not any(i.ok for i in items) else JobStatus.PARTIAL)
-    return JobResult(success=not failed, output_path=results[0].output_path, status=status, job_id=job_id, items=items,
-                     error="; ".join(r.error for r in failed if r.error) or None,
-                     metadata={"parts": [r.job_id for r in results]})
 
 
 def finished_result(state_dir: Path) -> JobResult | None:

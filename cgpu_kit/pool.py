@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .batch import BatchItem
 from .engine.delivery import notify
-from .exceptions import CgpuKitError
+from .exceptions import CgpuKitError, describe_failure
 from .results import ItemResult, ItemStatus, JobResult, JobStatus
 from .runtimes import Runner, RuntimeSpec, open_runtime, runtime_label
 from .transports.base import Transport
@@ -185,7 +185,6 @@ class Pool:
         unfinished = [part.batch_items[i.item_id] for i in part.items
                       if i.status in (ItemStatus.PENDING, ItemStatus.CANCELLED)]
         if failure is not None:
-            from .manager import describe_failure
 
             self.drop(worker, describe_failure(failure))
             part.mark_closed()  # its items go elsewhere: later runs must not pick this part up
@@ -229,7 +228,6 @@ class Pool:
                 worker.state = self.manager.session_of(worker.runtime)
                 self.manager.ensure_ready(worker.state, self.job.get_requirements())
         except (CgpuKitError, OSError) as exc:
-            from .manager import describe_failure
 
             self.drop(worker, describe_failure(exc))
             return
@@ -284,7 +282,6 @@ class Pool:
 
 def run_pool(manager: CGPUJobManager, job: CGPUJob, runtimes: list[Any]) -> JobResult:
     """Run ``job`` over ``runtimes`` (RuntimeSpecs, Transports or Runners); one :class:`JobResult`."""
-    from .manager import describe_failure
 
     job.status = JobStatus.RUNNING
     started = time.monotonic()

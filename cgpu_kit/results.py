@@ -144,3 +144,14 @@ class JobResult:
         data["items"] = [ItemResult(**dict(i, status=ItemStatus(i.get("status", "pending")))) for i in data.get("items", [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def merge_results(job_id: str, results: list[JobResult]) -> JobResult:
+    """One result of the part-jobs of one spread batch, picked up together."""
+    items = [i for r in results for i in r.items]
+    failed = [r for r in results if not r.success]
+    status = JobStatus.COMPLETED if not failed else (
+        JobStatus.FAILED if not any(i.ok for i in items) else JobStatus.PARTIAL)
+    return JobResult(success=not failed, output_path=results[0].output_path, status=status, job_id=job_id, items=items,
+                     error="; ".join(r.error for r in failed if r.error) or None,
+                     metadata={"parts": [r.job_id for r in results]})

@@ -180,8 +180,8 @@ def test_when_an_earlier_run_left_its_batch_unfinished_then_the_panel_picks_it_u
     earlier = sleepy(clips, tmp_path / "out", seconds=0.1, workers=1)
     launch = RemoteBatch.launch
 
-    def launch_then_die(self):
-        launch(self)
+    def launch_then_die(self, **kw):
+        launch(self, **kw)
         raise Crash()
 
     with monkeypatch.context() as patch:

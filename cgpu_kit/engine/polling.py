@@ -59,7 +59,7 @@ def standby_ahead(job: CGPUJob, remote: RemoteBatch) -> str:
     local runtime, whose calls cost nothing, starts it at once)."""
     if job.standby is not None or not getattr(remote.transport, "setup_travels", False):
         return ""
-    return remote.standby_command(job.warm_modules(), {"processor": job.processor, "params": job.params})
+    return job.standby_command(remote)
 
 
 def run_remote(job: CGPUJob, transport: Transport, *, deadline: float | None = None,
@@ -75,9 +75,7 @@ def run_remote(job: CGPUJob, transport: Transport, *, deadline: float | None = N
     started = clock.now()
     remote = job.remote(transport)
     sending = time.monotonic()
-    ahead = standby_ahead(job, remote)
-    log.info("job %s: batch %s on %s", job.job_id, remote.launch(ahead=ahead) if ahead else remote.launch(),
-             transport.name)
+    log.info("job %s: batch %s on %s", job.job_id, remote.launch(ahead=standby_ahead(job, remote)), transport.name)
     job.timings["upload"] = round(job.timings.get("upload", 0) + time.monotonic() - sending, 3)
     watch = {"deadline": deadline or (started + job.timeout), "stop_sent": False, "relaunches": 0}
 

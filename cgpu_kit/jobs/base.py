@@ -273,6 +273,12 @@ class CGPUJob(abc.ABC):
     def remote(self, transport: Transport) -> RemoteBatch:
         return RemoteBatch(transport, self.remote_work_dir)
 
+    def standby_command(self, remote: RemoteBatch) -> str:
+        """The shell command that starts this batch's driver ahead on ``remote``'s runtime (its kernel booted,
+        :meth:`warm_modules` imported, the processor's model loaded ahead); where and when it is sent is the
+        manager's and the transport's choice."""
+        return remote.standby_command(self.warm_modules(), {"processor": self.processor, "params": self.params})
+
     def run_remote(self, transport: Transport, *, deadline: float | None = None, pacing: Pacing | None = None) -> None:
         """Launch the batch detached, then poll it, fetching finished chunks, until it ends."""
         polling.run_remote(self, transport, deadline=deadline, pacing=pacing)
