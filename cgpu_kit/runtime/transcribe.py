@@ -88,8 +88,9 @@ def cpu_plan(device: str, cores: int | None = None) -> tuple[int, int]:
     """How the model runs here: (replicas, CPU threads each; 0 is CTranslate2's default).
 
     On a CPU, items go side by side, one per replica: beam search leaves cores idle between its steps, so on
-    2 cores two items at one thread each did 10 short clips in 6.4 s where one item at a time on both cores
-    took 8.1 s (bench/RESULTS.md). A GPU (``cuda``, or ``auto`` where CTranslate2 sees CUDA) keeps one."""
+    2 cores a bare loop transcribing two short clips at a time, one thread each, did 10 in 7.6 s where one at a
+    time on both cores took 9.2 s (bench/RESULTS.md). A GPU (``cuda``, or ``auto`` where CTranslate2 sees
+    CUDA) keeps one."""
     if device == "cuda" or (device == "auto" and _cuda_devices() > 0):
         return 1, 0
     if not cores:
