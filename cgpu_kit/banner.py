@@ -63,14 +63,15 @@ def read(ffmpeg: str, path: Path, *, timeout: float) -> MediaInfo:
 
 def read_many(ffmpeg: str, paths: Sequence[Path], *, timeout: float) -> dict[Path, MediaInfo]:
     """What one ffmpeg says of each of ``paths`` (up to :data:`GROUP_SIZE` at a time): the inputs it could
-    vouch for, by path; the others are for :func:`read`."""
+    vouch for, by path; the others are for :func:`read`. A group gets a few seconds, not ``timeout``: a file
+    on a stalled disk then costs its own probe's time limit, not that and a whole group's."""
     found: dict[Path, MediaInfo] = {}
     plain = [p for p in dict.fromkeys(paths) if _groupable(p)]
     for start in range(0, len(plain), GROUP_SIZE):
         group = plain[start:start + GROUP_SIZE]
         try:
             proc = subprocess.run(_argv(ffmpeg, group), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  errors="replace", timeout=timeout)
+                                  errors="replace", timeout=min(timeout, 5 + 0.25 * len(group)))
         except subprocess.TimeoutExpired:
             continue
         for index, path in enumerate(group):

@@ -145,6 +145,26 @@ def test_many_inputs_probed_by_one_ffmpeg_read_exactly_as_each_alone_and_what_it
     assert not media_mod._AHEAD
 
 
+def test_when_one_ffmpeg_reading_many_inputs_stalls_it_is_given_up_in_seconds_and_each_input_is_probed_alone(tmp_path):
+    """A stalled group (a file on a hung disk) costs a few seconds, not the probe's whole time limit; the
+    inputs are then probed one by one, as ever. The stall is injected: an ffmpeg that hangs when given
+    several inputs and is the real one when given one."""
+    from cgpu_kit import banner
+    from cgpu_kit.media import quick_ffmpeg
+
+    made = make_media(tmp_path)
+    stalling = tmp_path / "bin" / "ffmpeg"
+    stalling.parent.mkdir()
+    stalling.write_text(f'#!/bin/bash\n[ "$(printf "%s\\n" "$@" | grep -cx -- -i)" -gt 1 ] && exec sleep 300\n'
+                        f'exec {quick_ffmpeg()} "$@"\n')
+    stalling.chmod(0o755)
+    inputs = [made["tone.wav"], made["tagged.mkv"], made["still.png"]]
+    started = time.monotonic()
+    assert banner.read_many(str(stalling), inputs, timeout=60) == {}
+    assert time.monotonic() - started < 30  # given up after 5 + 0.25 s a file, not after 60 s
+    assert banner.read(str(stalling), made["tagged.mkv"], timeout=60).width == 96
+
+
 def test_a_file_that_is_not_media_is_named_with_ffmpegs_reason(tmp_path):
     bad = tmp_path / "-notes $(id).mp4"
     bad.write_text("hello")
