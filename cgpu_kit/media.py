@@ -353,7 +353,7 @@ def quick_probe(path: Path, *, timeout: float = 60) -> MediaInfo:
     file where Debian's ffprobe takes 0.13 s (its hundred libraries), in a process of its own all the same (a
     hostile file cannot take the batch down). The frame count is estimated from rate and duration. A probe
     made ahead (:func:`probe_ahead`) of the very same file is taken instead."""
-    stamp = _stamp(path)
+    stamp = _stamp(path) if _AHEAD else None  # nothing made ahead (most calls): no stat
     with _AHEAD_LOCK:
-        ahead = _AHEAD.pop(stamp, None) if stamp is not None and _AHEAD else None
+        ahead = _AHEAD.pop(stamp, None) if stamp is not None else None
     return ahead if ahead is not None else banner.read(quick_ffmpeg(), path, timeout=timeout)

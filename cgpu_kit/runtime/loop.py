@@ -91,6 +91,7 @@ class BatchRun:
                     for item in todo:
                         self._run_item(processor, item, items)
                 else:
+                    log.info("%s: %d items side by side", self.job_type, workers)
                     with cf.ThreadPoolExecutor(workers) as pool:
                         list(pool.map(lambda it: self._run_item(processor, it, items), todo))
             finally:

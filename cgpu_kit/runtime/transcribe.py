@@ -28,7 +28,7 @@ from ..subtitles import Segment, Transcript, Word, write
 from .context import ItemContext, ItemError
 from .processor import Processor
 from .transcribe_params import TRANSCRIBE_PARAMS
-from .whisper_models import ResolvedModel, bundled_models, resolve_model  # noqa: F401 - part of this module's API
+from .whisper_models import resolve_model
 
 log = logging.getLogger("cgpu_kit.runtime")
 
