@@ -154,7 +154,7 @@ class CGPUJobManager:
         t = state.transport
         if t.setup_travels:  # checked (and redone when missing) by the batch's first call: no call of its own
             state.requirements = state.requirements | requirements
-            t.setup_on_next_batch(state.requirements, timeout=self.setup_timeout)
+            t.setup_on_next_batch(state.requirements, timeout=self.setup_timeout, unknown=state.initialised_at is None)
             state.setups += state.initialised_at is None
             state.initialised_at = state.initialised_at or time.time()
             return

@@ -40,6 +40,7 @@ class _Held:
 
     files: dict[str, tuple[Path, float]] = field(default_factory=dict)
     check_free: Callable[[int | None], None] | None = None
+    need_bytes: int | None = None
     inline: dict[str, bytes] = field(default_factory=dict)
     absent: set[str] = field(default_factory=set)
     finished: dict[str, Any] | None = None
@@ -75,9 +76,11 @@ class RemoteBatch:
         self.held.files[self.path(name)] = (local, timeout)
         return True
 
-    def expect_space(self, check: Callable[[int | None], None]) -> None:
-        """``check(free_bytes)`` runs on the runtime's answer before anything staged is sent (it may refuse)."""
+    def expect_space(self, check: Callable[[int | None], None], need_bytes: int | None = None) -> None:
+        """``check(free_bytes)`` runs on the runtime's answer before anything staged is sent (it may refuse);
+        ``need_bytes``, what it asks of the runtime, lets a transport check it there, in the landing call."""
         self.held.check_free = check
+        self.held.need_bytes = need_bytes
 
     def free_bytes(self) -> int | None:
         """Free bytes in the remote root, or None when the runtime cannot say."""
@@ -127,7 +130,7 @@ class RemoteBatch:
             files = [(local, remote) for remote, (local, _) in held.files.items()]
             timeout = self.call_timeout + sum(t for _, t in held.files.values())
             result = self.transport.send_batch(files, dirs=[self.path(layout.PARTS)], check_free=held.check_free,
-                                               then=cmd, timeout=timeout, ahead=ahead)
+                                               then=cmd, timeout=timeout, ahead=ahead, need_bytes=held.need_bytes)
             held.files.clear()
             held.finished = None
         else:

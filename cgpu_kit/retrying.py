@@ -89,15 +89,15 @@ class RetryingTransport(Transport):
     def is_set_up(self, requirements: Requirements, *, timeout: float) -> bool:
         return self._call(self.inner.is_set_up, requirements, timeout=timeout)
 
-    def setup_on_next_batch(self, requirements: Requirements, *, timeout: float) -> None:
-        self.inner.setup_on_next_batch(requirements, timeout=timeout)
+    def setup_on_next_batch(self, requirements: Requirements, *, timeout: float, unknown: bool = False) -> None:
+        self.inner.setup_on_next_batch(requirements, timeout=timeout, unknown=unknown)
 
     def send_batch(self, files: Sequence[tuple[Path, str]], *, dirs: Sequence[str],
                    check_free: Callable[[int | None], None] | None, then: str, timeout: float,
-                   ahead: str = "") -> CommandResult:
+                   ahead: str = "", need_bytes: int | None = None) -> CommandResult:
         """Retried whole: every step of a send skips what already arrived, and the launch is idempotent."""
         return self._call(self.inner.send_batch, files, dirs=dirs, check_free=check_free, then=then, timeout=timeout,
-                          ahead=ahead)
+                          ahead=ahead, need_bytes=need_bytes)
 
     def runtime_env(self) -> dict[str, str]:
         return self.inner.runtime_env()

@@ -62,7 +62,7 @@ def upload(job: CGPUJob, transport: Transport) -> None:
     already holds is not sent again), after the runtime's free space is checked (:func:`check_free`)."""
     started = time.monotonic()
     remote = job.remote(transport)
-    remote.expect_space(lambda free: check_free(job, transport, free))
+    remote.expect_space(lambda free: check_free(job, transport, free), need_bytes=job.space_needed()[1])
     parts = job.pack(by_reference=transport.shares_files)
     for part in parts:
         remote.upload(part, f"{layout.PARTS}/{part.name}", timeout=job.transfer_timeout(part.stat().st_size))

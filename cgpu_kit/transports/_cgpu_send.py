@@ -13,6 +13,13 @@ Every client call costs seconds (a process start, a login refresh, a websocket),
    checked again (size and sha256: nothing that verifies data is dropped), the set-up started when it was
    missing, and ``then`` (the launch) run once the runtime is ready.
 
+Where the client allows calls side by side (``overlap_calls``: cgpu), the copy and the land go at once, the
+land waiting on the runtime (up to ``poll_wait``) for the zips to arrive, so the two cost one call's time; a
+copy that fails stops the waiting land. And once the runtime has answered this session (so no call can be
+the one that assigns a runtime: two at once could assign two), a batch's first try folds the check into
+that land call too (:meth:`BatchSending._send_folded`): two calls' time for the whole send. A land that waited
+in vain lands nothing and launches nothing (exit :data:`NOT_YET`); it is run again once the copy is done.
+
 A zip or file that did not arrive intact makes the land command exit 4: a retryable
 :class:`~cgpu_kit.exceptions.ConnectionLostError`, and the retry's check skips what did arrive.
 """
@@ -23,15 +30,18 @@ import base64
 import json
 import logging
 import posixpath
+import secrets
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..exceptions import CallRefusedError, ConnectionLostError, MissingDependencyError
+from ..exceptions import CallRefusedError, CgpuKitError, ConnectionLostError, MissingDependencyError
 from ..util import file_sha256
+from ._copies import Copies, Sent
 from .base import CommandResult, free_kib, sh
 
 if TYPE_CHECKING:
@@ -41,12 +51,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LANDED = 4
+#: a land that waited for its zips in vain: nothing landed, nothing launched
+NOT_YET = 5
+#: a land that found the runtime without this session's set-up: nothing landed, nothing launched
+NEEDS_SETUP = 6
 
 #: runs on the runtime (standard library only: the set-up may be missing): checks each zip, then writes its
 #: members under their names (a temporary name first) and checks each one again
 _LAND_SCRIPT = """\
-import hashlib,json,os,sys,zipfile,base64
+import hashlib,json,os,sys,zipfile,base64,time
 m=json.loads(base64.b64decode(sys.argv[1]))
+k=m.get('marker')
+if k:
+    try:h=json.load(open(k['ready'])) if os.path.isfile(k['init']) else {}
+    except Exception:h={}
+    if h.get('bundle')!=k['bundle'] or any(not set(v)<=set(h.get(n,[])) for n,v in k['want'].items()):
+        print('LANDED_NEEDS_SETUP',flush=True);sys.exit(6)
+t=time.time()+m.get('wait',0)
+while not all(os.path.isfile(z['path']) and os.path.getsize(z['path'])==z['size'] for z in m['zips']):
+    if time.time()>t:
+        if m.get('wait'):print('LANDED_NOT_YET',flush=True);sys.exit(5)
+        break
+    time.sleep(0.05)
 def sha(p):
     h=hashlib.sha256()
     with open(p,'rb') as f:
@@ -80,24 +106,32 @@ class BatchSending:
     copy_piece_bytes: int
     _bundle: Bundle | None
     _travelling_setup: Requirements | None = None
+    _setup_unknown = False
     _setup_timeout: float = 1800.0
 
     setup_travels = True
+    #: the client can make calls side by side (a copy beside the land that waits for it)
+    overlap_calls = False
+    #: the runtime answered a call of this session: it is assigned, so calls side by side cannot assign two
+    reached = False
+    poll_wait: float = 20.0
 
-    def run(self, command: str, *, timeout: float) -> CommandResult:  # provided by the transport
-        raise NotImplementedError
+    def run(self, command: str, *, timeout: float, abort: threading.Event | None = None) -> CommandResult:
+        raise NotImplementedError  # provided by the transport (``abort``: stop waiting for the answer)
 
-    def setup_on_next_batch(self, requirements: Requirements, *, timeout: float) -> None:
-        """The next batch's check reads the set-up marker, and its land command sets the runtime up if needed."""
+    def setup_on_next_batch(self, requirements: Requirements, *, timeout: float, unknown: bool = False) -> None:
+        """The next batch's check reads the set-up marker, and its land command sets the runtime up if needed;
+        where the set-up is ``unknown`` (a first batch, a lost runtime) that check comes before any copy."""
         from ..bundle import build_bundle
 
         self._bundle = self._bundle or build_bundle()
         self._travelling_setup = requirements
         self._setup_timeout = timeout
+        self._setup_unknown = unknown
 
     def send_batch(self, files: Sequence[tuple[Path, str]], *, dirs: Sequence[str],
                    check_free: Callable[[int | None], None] | None, then: str, timeout: float,
-                   ahead: str = "") -> CommandResult:
+                   ahead: str = "", need_bytes: int | None = None) -> CommandResult:
         deadline = time.monotonic() + timeout
         files = [(local, self._absolute(remote)) for local, remote in files]
         setup = self._travelling_setup
@@ -109,8 +143,27 @@ class BatchSending:
         except OSError as exc:
             raise CallRefusedError(f"cannot upload {exc.filename}: {exc.strerror}; check that the file is still there") from None
 
+        forget: list[str] = []  # zips of a folded send that were not landed: removed by the check
+        if self._may_fold(want, then):
+            if check_free is not None:
+                check_free(None)  # this machine's space; the runtime's is checked in the call itself (need_bytes)
+            try:
+                sent = self._send_folded([f for f in files if f[1] != bundle_remote], want, dirs, need_bytes, then,
+                                         ahead, setup, deadline=deadline)
+            except CallRefusedError as exc:  # e.g. the copy came before the folder it goes to (a recycled runtime)
+                log.info("the batch's copy was refused (%s); checking the runtime and sending again", exc)
+                sent = None
+            said = sent.first.output if sent is not None else ""
+            if sent is not None and check_free is not None:  # refuses the batch when the runtime is short of space
+                check_free(next((free_kib(line[2:]) for line in said.splitlines() if line.startswith("D ")), None))
+            if sent is not None and "LANDED_NEEDS_SETUP" not in said.split():
+                self._travelling_setup = None
+                return sent.result
+            if sent is not None:
+                log.info("the runtime lacks this session's set-up (recycled?): checking it and sending it")
+                forget = [z["path"] for z in sent.zips]
         have, free, marker = self._check(list(want), dirs, setup is not None, ahead=self._gated(ahead, setup),
-                                         timeout=timeout)
+                                         timeout=timeout, forget=forget)
         if check_free is not None:
             check_free(free)
         needs_setup = setup is not None and not self._marker_says(marker, *self._spec_and_bundle(setup))
@@ -120,10 +173,52 @@ class BatchSending:
         for local, remote in todo:
             if (local, remote) not in small:
                 self._put_in_pieces(local, remote, want[remote], deadline=deadline)
-        zips = self._send_zips(small, want, deadline=deadline)
-        result = self._land(zips, setup if needs_setup else None, then, timeout=max(deadline - time.monotonic(), 60.0))
+        result = self._copy_and_land(small, want, setup if needs_setup else None, then, deadline=deadline).result
         self._travelling_setup = None
         return result
+
+    def _may_fold(self, want: dict[str, tuple[int, str]], then: str) -> bool:
+        """Whether this send may go without its check call: a batch's first try (a retry checks what arrived),
+        on a runtime this session already reached and set up (not lost since), of files that all go in zips."""
+        tried = self.__dict__.setdefault("_folded", set())
+        if not (self.overlap_calls and self.reached and want) or self._setup_unknown or then in tried:
+            return False
+        if sum(size for size, _ in want.values()) > self.copy_piece_bytes:
+            return False
+        tried.add(then)
+        return True
+
+    def _send_folded(self, files: list[tuple[Path, str]], want: dict[str, tuple[int, str]], dirs: Sequence[str],
+                     need_bytes: int | None, then: str, ahead: str, setup: Requirements | None, *,
+                     deadline: float) -> Sent:
+        """The check, the land and ``then`` in one call beside the copy: the folders made, the free space read
+        (the batch refused there, nothing landed, when it is short of ``need_bytes``), the standby started, the
+        set-up marker checked (nothing landed when it is missing: the careful path sends the set-up), then the
+        zips awaited, checked and landed."""
+        root = self.remote_root
+        folders = sorted({*dirs, root, posixpath.join(self.home, "incoming"), *(posixpath.dirname(r) for _, r in files)})
+        prelude = [f"mkdir -p -- {sh(*folders)} || exit 1", f"d=$(df -Pk -- {sh(root)} | tail -n 1); printf 'D %s\\n' \"$d\""]
+        if need_bytes:
+            need_kib = -(-need_bytes // 1024)
+            prelude.append(f"f=$(printf '%s\\n' \"$d\" | awk '{{print $4}}'); "
+                           f"[ -z \"$f\" ] || [ \"$f\" -ge {need_kib} ] || {{ echo CGPUKIT_NOSPACE; exit 0; }}")
+        if ahead:
+            prelude.append(self._gated(ahead, setup))
+        marker = None
+        if setup is not None:
+            wanted, bundle_sha = self._spec_and_bundle(setup)
+            marker = {"init": posixpath.join(self.home, "lib", "cgpu_kit", "__init__.py"),
+                      "ready": posixpath.join(self.home, "ready.json"), "bundle": bundle_sha,
+                      "want": {k: sorted(getattr(wanted, k)) for k in ("pip", "apt", "modules", "programs", "pip_no_deps")}}
+        sent = self._copy_and_land(files, want, None, then, deadline=deadline, prelude=prelude, marker=marker,
+                                   tag=f"-f{secrets.token_hex(4)}")  # never landed by a land of another try
+        if "CGPUKIT_NOSPACE" in sent.first.output.split():
+            paths = [z["path"] for z in sent.zips]
+            try:  # the copy arrived for nothing (a copy not landed for the set-up is landed by the careful path)
+                self.run(f"rm -f -- {sh(*paths)}", timeout=60)
+            except CgpuKitError as exc:
+                log.info("could not remove a copy that was not landed: %s", exc)
+        return sent
 
     # -- the three steps ----------------------------------------------------------------------------------------
 
@@ -138,10 +233,11 @@ class BatchSending:
         return f"if {test}; then {ahead}; fi"
 
     def _check(self, remotes: list[str], dirs: Sequence[str], marker: bool, *, ahead: str = "",
-               timeout: float) -> tuple[dict[str, tuple[int, str]], int | None, str | None]:
+               timeout: float, forget: Sequence[str] = ()) -> tuple[dict[str, tuple[int, str]], int | None, str | None]:
         root = self.remote_root
         folders = sorted({*dirs, root, posixpath.join(self.home, "incoming"), *(posixpath.dirname(r) for r in remotes)})
         lines = [f"mkdir -p -- {sh(*folders)} || exit 1", *([ahead] if ahead else []),
+                 *([f"rm -f -- {sh(*forget)}"] if forget else []),
                  f"printf 'D %s\\n' \"$(df -Pk -- {sh(root)} | tail -n 1)\""]
         for index, remote in enumerate(remotes):
             q = sh(remote)
@@ -170,9 +266,10 @@ class BatchSending:
             raise ConnectionLostError("the check before sending the batch came back garbled", output=result.output)
         return have, free, found
 
-    def _send_zips(self, files: list[tuple[Path, str]], want: dict[str, tuple[int, str]], *,
-                   deadline: float) -> list[dict]:
-        """Stored zips of at most ``copy_piece_bytes`` each, one client copy each (verified by the land)."""
+    def _build_zips(self, files: list[tuple[Path, str]], want: dict[str, tuple[int, str]],
+                    tmp: Path, tag: str = "") -> list[tuple[Path, dict]]:
+        """Stored zips of at most ``copy_piece_bytes`` each in ``tmp``, each with its manifest entry (where it
+        goes on the runtime, its size and sha256, and where each member goes)."""
         groups: list[list[tuple[Path, str]]] = []
         size = 0
         for local, remote in sorted(files, key=lambda f: want[f[1]][0]):
@@ -181,30 +278,60 @@ class BatchSending:
                 size = 0
             groups[-1].append((local, remote))
             size += want[remote][0]
-        sent = []
-        with tempfile.TemporaryDirectory(prefix="cgpu_kit_send_") as tmp:
-            for number, group in enumerate(groups):
-                path = Path(tmp) / f"batch{number}.zip"
-                members = []
-                with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-                    for index, (local, remote) in enumerate(group):
-                        z.write(local, f"f{index:05d}")
-                        members.append({"member": f"f{index:05d}", "target": remote, "size": want[remote][0],
-                                        "sha256": want[remote][1]})
-                digest = file_sha256(path)
-                target = posixpath.join(self.home, "incoming", f"batch-{digest[:16]}.zip")
-                self._send_one(path, target, deadline=deadline)
-                sent.append({"path": target, "size": path.stat().st_size, "sha256": digest, "members": members})
-                log.info("sent %d file(s) in one copy (%.1f MB)", len(group), path.stat().st_size / 1e6)
-        return sent
+        zips = []
+        for number, group in enumerate(groups):
+            path = tmp / f"batch{number}.zip"
+            members = []
+            with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+                for index, (local, remote) in enumerate(group):
+                    z.write(local, f"f{index:05d}")
+                    members.append({"member": f"f{index:05d}", "target": remote, "size": want[remote][0],
+                                    "sha256": want[remote][1]})
+            digest = file_sha256(path)
+            target = posixpath.join(self.home, "incoming", f"batch-{digest[:16]}{tag}.zip")
+            zips.append((path, {"path": target, "size": path.stat().st_size, "sha256": digest, "members": members}))
+        return zips
 
-    def _land(self, zips: list[dict], setup: Requirements | None, then: str, *, timeout: float) -> CommandResult:
-        parts = []
+    def _copy_and_land(self, files: list[tuple[Path, str]], want: dict[str, tuple[int, str]],
+                       setup: Requirements | None, then: str, *, deadline: float, prelude: Sequence[str] = (),
+                       marker: dict | None = None, tag: str = "") -> Sent:
+        """``files`` copied in zips (one client copy each) and landed (verified) by one command that then runs
+        ``then``; where the client allows, the copies go beside that command, which waits for them. ``marker``:
+        the set-up marker that must be there first (else nothing is landed: ``LANDED_NEEDS_SETUP``)."""
+        with tempfile.TemporaryDirectory(prefix="cgpu_kit_send_") as tmp:
+            zips = self._build_zips(files, want, Path(tmp), tag)
+            entries = [entry for _, entry in zips]
+            timeout = max(deadline - time.monotonic(), 60.0)
+            if not (self.overlap_calls and zips):
+                for path, entry in zips:
+                    self._send_one(path, entry["path"], deadline=deadline)
+                    log.info("sent %d file(s) in one copy (%.1f MB)", len(entry["members"]), entry["size"] / 1e6)
+                first = self._land(entries, setup, then, timeout=timeout, prelude=prelude, marker=marker)
+                return Sent(first, first, entries)
+            copies = Copies(self, zips, deadline)
+            try:
+                first = self._land(entries, setup, then, timeout=timeout, prelude=prelude, marker=marker,
+                                   wait=min(self.poll_wait, timeout), abort=copies.failed)
+            except ConnectionLostError:  # (an interrupt does not wait for the copy: it only goes on)
+                copies.finish()  # a copy's own error says more (and a refusal is not retried)
+                raise
+            copies.finish()
+            if first.exit_code != NOT_YET or "LANDED_NOT_YET" not in first.output.split():
+                return Sent(first, first, entries)
+            log.info("the land waited for the copy in vain; landing again now that it is done")
+            return Sent(self._land(entries, setup, then, timeout=max(deadline - time.monotonic(), 60.0)), first, entries)
+
+    def _land(self, zips: list[dict], setup: Requirements | None, then: str, *, timeout: float,
+              prelude: Sequence[str] = (), wait: float = 0.0, abort: threading.Event | None = None,
+              marker: dict | None = None) -> CommandResult:
+        """``prelude``, then the zips checked and landed (waiting up to ``wait`` s for them to arrive), the set-up
+        started where it is missing, and ``then``: one call."""
+        parts = list(prelude)
         if zips:
             script = base64.b64encode(_LAND_SCRIPT.encode()).decode()
-            manifest = base64.b64encode(json.dumps({"zips": zips}).encode()).decode()
+            manifest = base64.b64encode(json.dumps({"zips": zips, "wait": wait, "marker": marker}).encode()).decode()
             parts.append(sh(self.python, "-c", "import base64,sys;exec(base64.b64decode(sys.argv.pop(1)))", script,
-                            manifest) + f" || exit {LANDED}")
+                            manifest) + f"; s=$?; case $s in 0) ;; {NOT_YET}|{NEEDS_SETUP}) exit $s;; *) exit {LANDED};; esac")
         if setup is not None:
             bundle = self._bundle
             _, encoded = self._spec(setup)
@@ -212,7 +339,11 @@ class BatchSending:
             parts.append(f"s=$({helper}); printf '%s\\n' \"$s\"; "
                          "printf '%s\\n' \"$s\" | grep -q '^CGPUKIT_SETUP .*\"state\": \"ready\"' || exit 0")
         parts.append(then)
-        result = self.run("; ".join(parts), timeout=timeout)
+        result = self.run("; ".join(parts), timeout=timeout, **({"abort": abort} if abort is not None else {}))
+        words = result.output.split()
+        if "CGPUKIT_NOSPACE" in words or (result.exit_code in (NOT_YET, NEEDS_SETUP) and
+                                          ("LANDED_NOT_YET" in words or "LANDED_NEEDS_SETUP" in words)):
+            return result  # nothing landed: refused for its size, its zips not there yet, or the set-up missing
         if result.exit_code == LANDED or (zips and "LANDED " not in result.output):
             raise ConnectionLostError("the batch's files did not all arrive intact on the runtime; sending again",
                                       output=result.output[-2000:])
@@ -241,3 +372,4 @@ class BatchSending:
     def _spec_and_bundle(self, setup: Requirements) -> tuple[Requirements, str]:
         wanted, _ = self._spec(setup)
         return wanted, self._bundle.sha256
+

@@ -109,18 +109,21 @@ class Transport(abc.ABC):
         """Whether the runtime still holds what :meth:`setup` did (a recycled runtime does not)."""
         return True
 
-    def setup_on_next_batch(self, requirements: Requirements, *, timeout: float) -> None:
+    def setup_on_next_batch(self, requirements: Requirements, *, timeout: float, unknown: bool = False) -> None:
         """For transports with ``setup_travels``: the next :meth:`send_batch` checks the set-up for
-        ``requirements`` in its first call and sets the runtime up when it is missing (a recycled runtime)."""
+        ``requirements`` in its first call and sets the runtime up when it is missing (a recycled runtime).
+        ``unknown``: the session's first batch, or its runtime was lost: expect to set it up."""
         self.setup(requirements, timeout=timeout)
 
     def send_batch(self, files: Sequence[tuple[Path, str]], *, dirs: Sequence[str],
                    check_free: Callable[[int | None], None] | None, then: str, timeout: float,
-                   ahead: str = "") -> CommandResult:
+                   ahead: str = "", need_bytes: int | None = None) -> CommandResult:
         """Create ``dirs``, let ``check_free`` see the free bytes of the remote root (it may refuse the batch
         before anything is sent), send ``files`` (local, remote) and run ``then``; returns ``then``'s result.
         ``ahead`` (a standby driver's start) runs in the first call where the transport's calls are dear, so it
         works while the files travel; this default ignores it (:meth:`start_ahead` started it already).
+        ``need_bytes``: what ``check_free`` asks of the runtime, for a transport that checks it on the runtime
+        in the same call that lands the files (then ``check_free`` refuses the batch afterwards).
 
         This default costs a call per file; a transport whose calls are dear does it in a few calls whatever
         the number of files."""

@@ -37,6 +37,7 @@ import secrets
 import selectors
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,8 @@ class CgpuTransport(Downloads, ShellRuntimeTransport):
 
     name = "cgpu"
     python = "python3"
+    #: cgpu calls are separate processes that only read its stored login: a copy can go beside a land
+    overlap_calls = True
 
     def __init__(self, remote_root: str | None = None, config_dir: str | None = None) -> None:
         super().__init__(remote_root)
@@ -177,8 +180,10 @@ class CgpuTransport(Downloads, ShellRuntimeTransport):
 
     # -- one cgpu invocation ----------------------------------------------------------------------------------
 
-    def _invoke(self, args: list[str], *, timeout: float, end_token: str | None = None) -> _Call:
-        """Run ``cgpu ARGS`` with stdin closed in its own process group, reading its output as it comes."""
+    def _invoke(self, args: list[str], *, timeout: float, end_token: str | None = None,
+                abort: threading.Event | None = None) -> _Call:
+        """Run ``cgpu ARGS`` with stdin closed in its own process group, reading its output as it comes;
+        ``abort`` set stops it (:class:`ConnectionLostError`)."""
         self.calls += 1
         started = time.time()
         proc = subprocess.Popen(
@@ -205,7 +210,10 @@ class CgpuTransport(Downloads, ShellRuntimeTransport):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                for key, _ in sel.select(min(remaining, 1.0)):
+                if abort is not None and abort.is_set():
+                    raise ConnectionLostError(f"cgpu {args[0]} stopped: what it waited for will not come",
+                                              output="\n".join(call.stdout[-50:]))
+                for key, _ in sel.select(min(remaining, 1.0 if abort is None else 0.2)):
                     fd = key.fd
                     data = os.read(fd, 1 << 16)
                     if not data:
@@ -257,15 +265,17 @@ class CgpuTransport(Downloads, ShellRuntimeTransport):
 
     # -- the seam -----------------------------------------------------------------------------------------------
 
-    def run(self, command: str, *, timeout: float) -> CommandResult:
+    def run(self, command: str, *, timeout: float, abort: threading.Event | None = None) -> CommandResult:
         token = secrets.token_hex(8)
         stale = terminals.pending(self.executable)
         if stale:
             command = terminals.cleanup_command(stale) + command
-        call = self._invoke(["run", wrap(command, token)], timeout=timeout, end_token=token)
+        call = self._invoke(["run", wrap(command, token)], timeout=timeout, end_token=token, abort=abort)
         frame = unframe(call.stdout, token)
         if stale and frame.begun:
             terminals.forget(stale)
+        if frame.begun:
+            self.reached = True  # a runtime is assigned to this account now
         if frame.exit_code is None:
             how = "before the command's output began" if not frame.begun else "before the command's end"
             raise ConnectionLostError(
