@@ -46,7 +46,8 @@ def leftovers(stand_in) -> list[str]:
 
 
 def test_when_a_second_batch_runs_on_a_set_up_runtime_then_its_check_travels_in_the_call_that_lands_beside_the_copy(
-        stand_in, shaky_clip, tmp_path):
+        stand_in, shaky_clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("CGPU_FAKE_LATENCY", "0.5")  # every call waits first, as over a network: two side by side overlap
     clips = named_clips(shaky_clip, tmp_path / "in", ["a b.mp4", "$(c).mp4", "d.mp4"], **CLIP)
     first = run(clips[:1], tmp_path / "one")
     done(first, clips[:1], tmp_path / "one")
