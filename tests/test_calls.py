@@ -7,7 +7,10 @@ same count for 1 clip and for 10, and a queue of jobs on one runtime sets it up 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from conftest import named_clips
 from cgpu_kit.jobs.stabilize import StabilizeJob
 from cgpu_kit.manager import CGPUJobManager, RetryPolicy
 from cgpu_kit.results import ItemStatus, JobStatus
+from cgpu_kit.runtime import layout, status
 
 CLIP = dict(width=160, height=120, frames=20, jitter=8)
 FRESH, SET_UP = 12, 8
@@ -113,3 +117,31 @@ def test_when_the_runtime_is_recycled_between_two_polls_then_the_next_check_find
     assert [i.status for i in result.items] == [ItemStatus.DONE] * 3
     assert next(iter(fresh_manager.sessions.values())).setups == 2
     assert len(setting_up(stand_in.calls())) == 2  # the check after the recycle found no set-up: it was redone
+
+
+def _running_batch(work: Path, finished: int, total: int) -> Path:
+    """A work folder as a running batch leaves it: a live driver (this process), progress, one new chunk."""
+    (work / layout.READY).mkdir(parents=True)
+    (work / layout.PID).write_text(str(os.getpid()))
+    (work / layout.PROGRESS).write_text(json.dumps({"total": total, "finished": finished, "running": []}))
+    (work / layout.READY / "out_0000.json").write_text(json.dumps({"size": 1, "sha256": "0" * 64}))
+    return work
+
+
+def test_when_the_last_item_is_done_then_the_poll_that_brings_it_waits_for_the_batch_end_too(tmp_path):
+    # every item over: the end (status.json) comes a moment later, and the same poll brings it with the chunk
+    over = _running_batch(tmp_path / "over", finished=3, total=3)
+    ending = threading.Timer(0.5, lambda: (over / layout.STATUS).write_text(json.dumps({"exit_code": 0})))
+    ending.start()
+    answer = status.wait_for_news(over, 0, wait=30, skip=set())
+    assert answer["state"] == "finished" and "out_0000.zip" in answer["ready"], answer
+
+    # items still to run: the new chunk goes home at once, while the batch runs on
+    midway = _running_batch(tmp_path / "midway", finished=1, total=3)
+    later = threading.Timer(3, lambda: (midway / layout.STATUS).write_text(json.dumps({"exit_code": 0})))
+    later.start()
+    try:
+        answer = status.wait_for_news(midway, 0, wait=30, skip=set())
+        assert answer["state"] == "running" and "out_0000.zip" in answer["ready"], answer
+    finally:
+        later.cancel()

@@ -101,15 +101,33 @@ def inline(work_dir: Path, answer: dict[str, Any], skip: set[str], budget: int) 
             continue
 
 
+#: once every item has its result, a waiting poll holds its news up to this long more for the batch's end (the
+#: template's last cells, the notebook written, the status): one call then brings the last chunk and the end,
+#: where returning at once would cost another call a second later
+TAIL_SECONDS = 5.0
+
+
+def _items_over(answer: dict[str, Any]) -> bool:
+    """Whether every item of a running batch has its result (the loop is over; the end is near)."""
+    progress = answer.get("progress") or {}
+    return bool(progress.get("total")) and progress.get("finished", 0) >= progress["total"] and not progress.get("running")
+
+
 def wait_for_news(work_dir: Path, since: int, wait: float, skip: set[str]) -> dict[str, Any]:
-    """The status once the batch is no longer running, a new chunk is ready, or ``wait`` seconds passed."""
+    """The status once the batch is no longer running, a new chunk is ready, or ``wait`` seconds passed; news
+    that comes once every item is over is held a little (:data:`TAIL_SECONDS`) for the batch's end."""
     deadline = time.monotonic() + wait
+    tail: float | None = None
     while True:
         answer = status(work_dir, since)
-        news = answer["state"] != "running" or set(answer.get("ready", {})) - skip
-        if news or time.monotonic() >= deadline:
+        running = answer["state"] == "running"
+        news = not running or set(answer.get("ready", {})) - skip
+        over = running and wait > 0 and _items_over(answer)
+        if over and tail is None:
+            tail = min(deadline, time.monotonic() + TAIL_SECONDS)
+        if news and not (over and time.monotonic() < tail) or time.monotonic() >= deadline:
             return answer
-        time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
+        time.sleep(0.05 if over else min(0.5, max(deadline - time.monotonic(), 0.01)))
 
 
 def main(argv: list[str] | None = None) -> int:
