@@ -45,6 +45,8 @@ class _Held:
     absent: set[str] = field(default_factory=set)
     finished: dict[str, Any] | None = None
     finished_since: int = 0
+    #: where the final poll moved the folder once all of it had come inline (the runtime removes it itself)
+    tidied: str | None = None
 
 
 _HELD: dict[tuple[str, str], _Held] = {}
@@ -154,7 +156,7 @@ class RemoteBatch:
         wait = getattr(self.transport, "poll_wait", 0.0)
         inline = getattr(self.transport, "inline_bytes", 0)
         args = [self.work_dir, str(since), "--wait", f"{wait:g}", "--inline", str(inline),
-                "--skip", ",".join(sorted(seen))]
+                "--skip", ",".join(sorted(seen)), "--tidy"]
         cmd = (
             f"if [ -d {sh(self.work_dir)} ]; then {self._python('cgpu_kit.runtime.status', *args)}; "
             "else echo '{\"state\": \"absent\"}'; fi"
@@ -164,6 +166,7 @@ class RemoteBatch:
         if answer is not None:
             self._take_inline(result.output)
             held.absent.update(answer.pop("absent_logs", []))
+            held.tidied = answer.pop("tidied", None) or held.tidied
             if answer.get("state") == "finished":
                 held.finished, held.finished_since = answer, since
             return answer
@@ -172,7 +175,8 @@ class RemoteBatch:
         raise ConnectionLostError("the status of the batch did not come back whole", output=result.output)
 
     def exists(self) -> bool:
-        result = self.transport.run(f"[ -d {sh(self.work_dir)} ] && echo present || echo absent", timeout=self.call_timeout)
+        where = self.held.tidied or self.work_dir
+        result = self.transport.run(f"[ -d {sh(where)} ] && echo present || echo absent", timeout=self.call_timeout)
         words = result.output.split()
         if "present" in words:
             return True
@@ -210,8 +214,9 @@ class RemoteBatch:
             return local
         if name in self.held.absent:
             raise RemoteCommandError(f"{self.path(name)}: no such file on the runtime", exit_code=2)
-        try:
-            self.transport.get(self.path(name), local, timeout=timeout)
+        try:  # from the trash the final poll moved the folder to, while it is there (a damaged inline copy)
+            self.transport.get(layout.join(self.held.tidied, name) if self.held.tidied else self.path(name), local,
+                               timeout=timeout)
         except RemoteCommandError:
             if not self.exists():
                 raise RuntimeLostError(f"the work folder {self.work_dir} is gone from the runtime") from None
@@ -238,5 +243,7 @@ class RemoteBatch:
         )
 
     def remove(self) -> None:
-        self.transport.run(sh("rm", "-rf", "--", self.work_dir), timeout=self.call_timeout).check("removing the work folder")
+        """Remove the work folder, unless the final poll already moved it away (then the runtime removes it)."""
+        if self.held.tidied is None:
+            self.transport.run(sh("rm", "-rf", "--", self.work_dir), timeout=self.call_timeout).check("removing the work folder")
         _HELD.pop((self.transport.key, self.work_dir), None)

@@ -82,7 +82,8 @@ def test_when_a_queue_of_two_jobs_runs_on_one_runtime_then_it_is_set_up_once_and
     calls = stand_in.calls()[before:]
     launches = [n for n, c in enumerate(calls) if "echo launched" in c.get("text", "")]
     assert len(launches) == 2
-    split = launches[0] + 1 + next(n for n, c in enumerate(calls[launches[0] + 1:]) if "rm -rf" in c.get("text", ""))
+    first_dir = results[0].metadata["remote_work_dir"]  # the first job's last call is the last that names it
+    split = max(n for n, c in enumerate(calls) if first_dir in c.get("text", ""))
     job1, job2 = calls[:split + 1], calls[split + 1:]
     assert len(job1) <= FRESH, summary(job1)
     assert len(job2) <= SET_UP, summary(job2)

@@ -4,6 +4,7 @@ on a runtime without its set-up."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,33 @@ def test_when_the_runtime_is_short_of_space_for_a_folded_send_then_the_batch_is_
     assert not (stand_in.root / f"job_{job.job_id}" / "pid").exists()  # no driver was started for it
     assert leftovers(stand_in) == []  # its copy was taken away again
     assert not list((tmp_path / "two").glob("*.mp4"))
+
+
+def test_when_the_final_poll_brings_everything_then_it_tidies_the_folder_itself_and_a_damaged_copy_is_fetched_again(
+        stand_in, shaky_clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("CGPU_KIT_TIDY_SECONDS", "2")  # the runtime empties its trash that long after
+    from cgpu_kit.remote import RemoteBatch
+
+    taken = RemoteBatch._take_inline
+
+    def damaged_once(self, output: str) -> None:  # the final chunk came inline damaged: it must be fetched again
+        taken(self, output)
+        if self.held.inline.pop("ready/out_0000.zip", None) is not None:
+            RemoteBatch._take_inline = taken
+
+    monkeypatch.setattr(RemoteBatch, "_take_inline", damaged_once)
+    clips = named_clips(shaky_clip, tmp_path / "in", ["a.mp4", "b.mp4"], **CLIP)
+    before = len(stand_in.calls())
+    result = run(clips, tmp_path / "out")
+    done(result, clips, tmp_path / "out")
+    calls = stand_in.calls()[before:]
+
+    assert not any("rm -rf" in c.get("text", "") for c in calls)  # no call of its own to remove the folder
+    trash = stand_in.root / "cgpu_kit_runtime" / "trash"
+    fetched = [c for c in calls if "out_0000.zip" in c.get("text", "") and "runtime.status" not in c.get("text", "")]
+    assert fetched and all(str(trash) in c["text"] for c in fetched)  # the damaged chunk, fetched from the trash
+    assert not list(stand_in.root.glob("job_*"))
+    deadline = time.monotonic() + 60
+    while list(trash.glob("job_*")) and time.monotonic() < deadline:  # the runtime removes it by itself
+        time.sleep(0.2)
+    assert not list(trash.glob("job_*"))

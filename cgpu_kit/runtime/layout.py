@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePosixPath
 
 JOB_FILE = "job.json"
@@ -19,6 +20,18 @@ PARTS = "parts"
 INPUTS = "in"
 OUTPUTS = "out"
 READY = "ready"
+#: where a finished batch's folder goes once a poll has sent all of it (next to the remote root's shipped
+#: cgpu_kit, ``cgpu_kit_runtime``), removed by the runtime itself :func:`tidy_seconds` later
+TRASH = ("cgpu_kit_runtime", "trash")
+
+
+def tidy_seconds() -> float:
+    """How long a tidied folder stays (a damaged inline copy can be fetched again meanwhile): 300 s, or
+    ``CGPU_KIT_TIDY_SECONDS``."""
+    try:
+        return float(os.environ.get("CGPU_KIT_TIDY_SECONDS") or 300)
+    except ValueError:
+        return 300.0
 
 
 def part_name(index: int) -> str:

@@ -10,7 +10,9 @@ up to S seconds while the batch runs with no new chunk (chunks named in ``--skip
 ``--inline`` prints, before the JSON line, new chunks and, once the batch has finished, its logs, as
 ``INLINE NAME SIZE SHA256``, base64 in 76-character lines and ``INLINE_END NAME``, up to BYTES in all; a file
 that does not fit is fetched with the transport's own download, and the logs missing on the runtime are
-named in ``absent_logs`` so that nobody asks for them.
+named in ``absent_logs`` so that nobody asks for them. ``--tidy``: a finished batch all of whose files went
+inline is moved out of the way (``tidied``: where to), and the runtime removes it itself a few minutes later,
+so the batch costs no call to remove it, while a file that came damaged can still be fetched from there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import base64
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -84,21 +87,45 @@ def _print_inline(name: str, path: Path) -> int:
     return len(data)
 
 
-def inline(work_dir: Path, answer: dict[str, Any], skip: set[str], budget: int) -> None:
-    """Print new chunks, then (a finished batch) its logs, inline while they fit in ``budget`` bytes."""
+def inline(work_dir: Path, answer: dict[str, Any], skip: set[str], budget: int) -> bool:
+    """Print new chunks, then (a finished batch) its logs, inline while they fit in ``budget`` bytes; whether
+    all of them did."""
     wanted = [(f"{layout.READY}/{name}", work_dir / layout.READY / name)
               for name in sorted(answer["ready"]) if name not in skip]
     if answer["state"] == "finished":
         logs = (layout.EXECUTED, layout.RUNTIME_LOG, layout.RESULTS, layout.STATUS)
         answer["absent_logs"] = [name for name in logs if not (work_dir / name).is_file()]
         wanted += [(name, work_dir / name) for name in logs if (work_dir / name).is_file()]
+    complete = True
     for name, path in wanted:
         try:
             size = path.stat().st_size
             if size <= budget:
                 budget -= _print_inline(name, path)
+            else:
+                complete = False
         except OSError:
-            continue
+            complete = False
+    return complete
+
+
+def tidy(work_dir: Path) -> str | None:
+    """Move the finished batch's folder into the trash and have it removed :func:`layout.tidy_seconds` later by
+    a process of its own; where it went, or None (left in place: the caller removes it as before)."""
+    trash = work_dir.parent.joinpath(*layout.TRASH)
+    try:
+        trash.mkdir(parents=True, exist_ok=True)
+        dest = trash / work_dir.name
+        os.rename(work_dir, dest)
+    except OSError:
+        return None
+    try:
+        subprocess.Popen(["sh", "-c", 'sleep "$1"; rm -rf -- "$2"', "tidy", f"{layout.tidy_seconds():g}", str(dest)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    except OSError:
+        pass  # the trash is emptied by nobody then: still out of the way of every later batch
+    return str(dest)
 
 
 #: once every item has its result, a waiting poll holds its news up to this long more for the batch's end (the
@@ -137,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait", type=float, default=0.0)
     ap.add_argument("--inline", type=int, default=0)
     ap.add_argument("--skip", default="")
+    ap.add_argument("--tidy", action="store_true")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     skip = {name for name in args.skip.split(",") if name}
     answer = wait_for_news(args.work_dir, args.since, args.wait, skip)
     if args.inline > 0 and answer["state"] != "absent":
-        inline(args.work_dir, answer, skip, args.inline)
+        complete = inline(args.work_dir, answer, skip, args.inline)
+        if complete and args.tidy and answer["state"] == "finished":
+            answer["tidied"] = tidy(args.work_dir)
     print(json.dumps(answer, sort_keys=True, default=str), flush=True)
     return 0
 
