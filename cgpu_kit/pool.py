@@ -2,8 +2,10 @@
 
 The prepared batch (validated, planned, finished items skipped) is cut into parts as the workers ask for them:
 about ``2/3`` of a fair share each at first, then the rest split evenly over the runtimes still alive, so a fast
-runtime takes more and the last parts finish close together (:func:`part_size`). A finished part's remote
-folder is removed in the background while its runtime already runs the next part.
+runtime takes more and the last parts finish close together (:func:`part_size`). A runtime reached through a
+Colab client gets its next part sent while the current one ends (lookahead.py), so a second part costs about
+one call, not a send and a kernel's start. A finished part's remote folder is removed in the background while
+its runtime already runs the next part.
 
 Each part runs as a *part-job* (same type, params, output folder and ledger; its own job id and remote work
 folder) through the manager's usual per-runtime steps (set-up once, upload, run, download, transport retries,
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .batch import BatchItem
 from .engine.delivery import notify
 from .exceptions import CgpuKitError, describe_failure
+from .lookahead import Lookahead
 from .results import ItemResult, ItemStatus, JobResult, JobStatus
 from .runtimes import Runner, RuntimeSpec, open_runtime, runtime_label
 from .transports.base import Transport
@@ -74,6 +77,9 @@ class Worker:
         self.state: SessionState | None = None
         #: removals of finished parts' remote folders, off the critical path (joined when the worker ends)
         self.cleanups: list[threading.Thread] = []
+        #: its next part, sent while the current one ends (runtimes whose calls are dear)
+        self.lookahead: Lookahead | None = None
+        self.running = False
 
 
 class Pool:
@@ -97,6 +103,9 @@ class Pool:
             runtime = open_runtime(spec)
             slots = 1 if isinstance(runtime, Transport) else max(1, int(runtime.slots))  # a runner: a worker per slot
             self.workers += [Worker(label, spec, runtime) for _ in range(slots)]
+        for worker in self.workers:
+            if isinstance(worker.runtime, Transport) and worker.runtime.setup_travels:
+                worker.lookahead = Lookahead(self, worker)
         self.alive = {w.label for w in self.workers}
         #: measured on finished parts: seconds a part costs besides its items, and seconds per item
         self.overhead_s = 0.0
@@ -163,11 +172,13 @@ class Pool:
                 self.counts[worker.label] += 1
         notify(self.job, parent)
 
-    def run_part(self, worker: Worker, items: list[BatchItem]) -> bool:
-        """Run one part on ``worker``'s runtime; False when the runtime failed for good (it is then dropped)."""
-        part = self.make_part(items, worker)
+    def run_part(self, worker: Worker, items: list[BatchItem], part: CGPUJob | None = None) -> bool:
+        """Run one part (``part``: one sent ahead) on ``worker``'s runtime; False when the runtime failed for
+        good (it is then dropped)."""
+        part = part or self.make_part(items, worker)
         with self.lock:
             self.active[part.job_id] = part
+            worker.running = True
         if self.job.cancel_event.is_set():
             part.cancel()
         failure: BaseException | None = None
@@ -176,12 +187,17 @@ class Pool:
             if worker.state is None:
                 worker.runtime.run_job(part, pacing=self.manager.pacing)
             else:
+                if worker.lookahead is not None:
+                    worker.lookahead.watch(part)
                 self.manager._run_on(part, worker.state, deadline=self.deadline)
         except (CgpuKitError, OSError) as exc:
             failure = exc
         finally:
+            if worker.lookahead is not None:
+                worker.lookahead.stop()
             with self.lock:
                 self.active.pop(part.job_id, None)
+                worker.running = False
         unfinished = [part.batch_items[i.item_id] for i in part.items
                       if i.status in (ItemStatus.PENDING, ItemStatus.CANCELLED)]
         if failure is not None:
@@ -232,13 +248,33 @@ class Pool:
             self.drop(worker, describe_failure(exc))
             return
         try:
-            while worker.label in self.alive:
-                items = self.take()
-                if not items or not self.run_part(worker, items):
+            while True:
+                ahead, items = self.next_part(worker)
+                if not items or not self.run_part(worker, items, ahead):
                     return
         finally:
+            if worker.lookahead is not None:
+                worker.lookahead.discard()  # not run here (dropped, cancelled): its items go back
             for tidy in worker.cleanups:
                 tidy.join()
+
+    def next_part(self, worker: Worker) -> tuple[CGPUJob | None, list[BatchItem]]:
+        """The worker's next part: the one it sent ahead, or items from the queue; none once the queue is empty
+        and no other runtime still has a part that could give items back (a runtime dropped midway)."""
+        while worker.label in self.alive and not self.job.cancel_event.is_set():
+            sent = worker.lookahead.take() if worker.lookahead is not None else None
+            if sent is not None:
+                return sent
+            items = self.take()
+            if items:
+                return None, items
+            with self.lock:
+                busy = any(w is not worker and w.label in self.alive and (w.running or (w.lookahead and w.lookahead.sent))
+                           for w in self.workers)
+            if not busy:
+                break
+            time.sleep(0.2)
+        return None, []
 
     # -- the whole batch -----------------------------------------------------------------------------------
 

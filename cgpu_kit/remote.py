@@ -145,8 +145,21 @@ class RemoteBatch:
                 return word
         raise ConnectionLostError("the launch command's answer was lost", output=result.output)
 
-    def poll(self, since: int = 0, seen: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
-        """The batch's status; ``seen``: the chunks already home (not waited for, not sent inline)."""
+    def send_ahead(self, standby: str) -> None:
+        """Send what is staged and start ``standby`` (:meth:`standby_command`) instead of launching: the batch
+        waits on the runtime, its kernel warm, for the launch that claims it (lookahead.py)."""
+        held = self.held
+        files = [(local, remote) for remote, (local, _) in held.files.items()]
+        timeout = self.call_timeout + sum(t for _, t in held.files.values())
+        self.transport.send_batch(files, dirs=[self.path(layout.PARTS)], check_free=held.check_free,
+                                  then=f"{standby}; true", timeout=timeout,
+                                  need_bytes=held.need_bytes).check("sending a part ahead")
+        held.files.clear()
+        held.finished = None
+
+    def poll(self, since: int = 0, seen: set[str] | frozenset[str] = frozenset(), near: float = 0.0) -> dict[str, Any]:
+        """The batch's status; ``seen``: the chunks already home (not waited for, not sent inline); ``near``:
+        also answer (``near: true``) once the batch's items left would take that many seconds or less."""
         direct = self.transport.read_status(self.work_dir, since)
         if direct is not None:
             return direct
@@ -156,7 +169,7 @@ class RemoteBatch:
         wait = getattr(self.transport, "poll_wait", 0.0)
         inline = getattr(self.transport, "inline_bytes", 0)
         args = [self.work_dir, str(since), "--wait", f"{wait:g}", "--inline", str(inline),
-                "--skip", ",".join(sorted(seen)), "--tidy"]
+                "--skip", ",".join(sorted(seen)), "--tidy", *(["--near", f"{near:g}"] if near > 0 else [])]
         cmd = (
             f"if [ -d {sh(self.work_dir)} ]; then {self._python('cgpu_kit.runtime.status', *args)}; "
             "else echo '{\"state\": \"absent\"}'; fi"

@@ -60,6 +60,9 @@ def job_file(job: CGPUJob, chunk_seconds: float) -> Path:
 def upload(job: CGPUJob, transport: Transport) -> None:
     """Stage the parts, the template and the job file; the launch sends them together (and what the runtime
     already holds is not sent again), after the runtime's free space is checked (:func:`check_free`)."""
+    if job.sent_ahead:  # already there (lookahead.py); a retry after a lost runtime sends them again
+        job.sent_ahead = False
+        return
     started = time.monotonic()
     remote = job.remote(transport)
     remote.expect_space(lambda free: check_free(job, transport, free), need_bytes=job.space_needed()[1])

@@ -80,9 +80,12 @@ def run_remote(job: CGPUJob, transport: Transport, *, deadline: float | None = N
     watch = {"deadline": deadline or (started + job.timeout), "stop_sent": False, "relaunches": 0}
 
     def step() -> dict[str, Any] | None:
-        status = remote.poll(job.results_seen, job.chunks_done)
+        status = remote.poll(job.results_seen, job.chunks_done, near=job.near_end_s)
         absorb(job, status, transport)
         state = status["state"]
+        if status.get("near") and job.on_near_end is not None:
+            job.near_end_s = 0.0  # said once
+            job.on_near_end(job)
         if state == "absent":
             raise RuntimeLostError(f"the work folder of job {job.job_id} is gone from the runtime")
         if state == "finished":

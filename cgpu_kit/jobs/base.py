@@ -126,6 +126,11 @@ class CGPUJob(abc.ABC):
         self.prepared = False
         #: the batch whose standby driver was started while the inputs were checked (manager.prepare)
         self.standby: RemoteBatch | None = None
+        #: its files were sent and its standby driver started while the part before it ran (lookahead.py)
+        self.sent_ahead = False
+        #: called (once) when its remote batch is this many seconds from its end, as its runtime estimates it
+        self.near_end_s = 0.0
+        self.on_near_end: Callable[[CGPUJob], None] | None = None
 
     # -- what subclasses describe -------------------------------------------------------------------------
 

@@ -66,6 +66,9 @@ def status(work_dir: Path, since: int = 0) -> dict[str, Any]:
             pass
     records = read_jsonl(work_dir / layout.RESULTS)
     out["results_count"] = len(records)
+    took = [rec["timings"]["total"] for rec in records if rec.get("status") == "done" and (rec.get("timings") or {}).get("total")]
+    if took:
+        out["item_seconds"] = sum(took) / len(took)
     out["results"] = records[since:]
     ready = {}
     for meta in sorted((work_dir / layout.READY).glob("out_*.json")):
@@ -140,15 +143,28 @@ def _items_over(answer: dict[str, Any]) -> bool:
     return bool(progress.get("total")) and progress.get("finished", 0) >= progress["total"] and not progress.get("running")
 
 
-def wait_for_news(work_dir: Path, since: int, wait: float, skip: set[str]) -> dict[str, Any]:
-    """The status once the batch is no longer running, a new chunk is ready, or ``wait`` seconds passed; news
-    that comes once every item is over is held a little (:data:`TAIL_SECONDS`) for the batch's end."""
+def near_end(answer: dict[str, Any], seconds: float) -> bool:
+    """Whether a running batch's items left would take ``seconds`` or less (the mean of its finished items,
+    as many at once as are running now)."""
+    progress, per_item = answer.get("progress") or {}, answer.get("item_seconds")
+    if not (seconds > 0 and per_item and progress.get("total")):
+        return False
+    left = progress["total"] - progress.get("finished", 0)
+    return left * per_item / max(1, len(progress.get("running") or [])) <= seconds
+
+
+def wait_for_news(work_dir: Path, since: int, wait: float, skip: set[str], near: float = 0.0) -> dict[str, Any]:
+    """The status once the batch is no longer running, a new chunk is ready, it is ``near`` seconds from its
+    end (``near: true``), or ``wait`` seconds passed; news that comes once every item is over is held a little
+    (:data:`TAIL_SECONDS`) for the batch's end."""
     deadline = time.monotonic() + wait
     tail: float | None = None
     while True:
         answer = status(work_dir, since)
         running = answer["state"] == "running"
-        news = not running or set(answer.get("ready", {})) - skip
+        if running and near_end(answer, near):
+            answer["near"] = True
+        news = not running or set(answer.get("ready", {})) - skip or answer.get("near")
         over = running and wait > 0 and _items_over(answer)
         if over and tail is None:
             tail = min(deadline, time.monotonic() + TAIL_SECONDS)
@@ -165,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inline", type=int, default=0)
     ap.add_argument("--skip", default="")
     ap.add_argument("--tidy", action="store_true")
+    ap.add_argument("--near", type=float, default=0.0)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     skip = {name for name in args.skip.split(",") if name}
-    answer = wait_for_news(args.work_dir, args.since, args.wait, skip)
+    answer = wait_for_news(args.work_dir, args.since, args.wait, skip, args.near)
     if args.inline > 0 and answer["state"] != "absent":
         complete = inline(args.work_dir, answer, skip, args.inline)
         if complete and args.tidy and answer["state"] == "finished":
