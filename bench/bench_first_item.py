@@ -6,6 +6,10 @@ The first item's start is the item loop's ``N items side by side`` line in the j
 notebook's log), stamped by the driver; the CLI's start is stamped here just before it is spawned.
 
 ``python bench/bench_first_item.py --tree /tmp/before --tree . --rounds 5``
+
+``--kernel`` measures the part the kernel's launch ahead (runtime/prespawn.py) changes, with less of the rest's
+noise: in a fresh interpreter, as the driver does it, from the interpreter's start to the kernel's first reply,
+with the kernel launched before jupyter_client is imported and adopted, and without (kernel.start alone).
 """
 
 from __future__ import annotations
@@ -38,12 +42,48 @@ def first_item_after(tree: Path, clips: list[Path], out: Path) -> float:
     return stamp.timestamp() - started  # the driver logs local time, as datetime reads it
 
 
+_KERNEL_RUN = """
+import sys, time
+from pathlib import Path
+from cgpu_kit.runtime import kernel, prespawn
+work = Path(sys.argv[1])
+pre = prespawn.spawn(work, "python3") if sys.argv[2] == "ahead" else None
+km = kernel.start(work, "python3", pre)
+kc = km.client()
+kc.start_channels()
+from jupyter_core.utils import run_sync
+run_sync(kc.wait_for_ready)(timeout=60)
+print(time.time())
+kc.stop_channels()
+kernel.stop(km)
+"""
+
+
+def kernel_ready_after(how: str, work: Path) -> float:
+    """Seconds from a fresh interpreter's spawn to its kernel's first reply (``how``: "ahead" or "plain")."""
+    started = time.time()
+    run = subprocess.run([sys.executable, "-c", _KERNEL_RUN, str(work), how], capture_output=True, text=True, check=True)
+    return float(run.stdout.split()[-1]) - started
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tree", action="append", type=Path, help="a cgpu_kit source tree (repeat to compare)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--clips", type=int, default=20)
+    ap.add_argument("--kernel", action="store_true", help="only the kernel's start, launched ahead or not")
     args = ap.parse_args()
+    if args.kernel:
+        work = Path(tempfile.mkdtemp(prefix="bench_kernel_"))
+        ready: dict[str, list[float]] = {"ahead": [], "plain": []}
+        for _ in range(args.rounds):
+            for how, xs in ready.items():
+                xs.append(kernel_ready_after(how, work))
+        print(f"the kernel's first reply after the interpreter's start ({args.rounds} rounds interleaved, load "
+              f"average {os.getloadavg()[0]:.1f} at the end)")
+        for how, xs in ready.items():
+            print(f"{how}: median {statistics.median(xs):.3f} s; runs {', '.join(f'{x:.2f}' for x in xs)}")
+        return
     trees = [t.resolve() for t in (args.tree or [HERE.parent])]
     sys.path.insert(0, str(trees[-1]))
     from cgpu_kit.samples import make_shaky_clip
