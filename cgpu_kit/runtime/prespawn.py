@@ -91,11 +91,12 @@ def spec_of(kernel_name: str) -> tuple[dict, str] | None:
 def spawn(work_dir: Path, kernel_name: str) -> Prespawned | None:
     """Launch the kernel for ``kernel_name`` now, or None (no such spec here, an old jupyter_client, Windows,
     any failure): kernel.start then starts it as before. Never raises."""
-    if sys.platform == "win32" or not has_provisioners():
+    if sys.platform == "win32":  # jupyter_client launches kernels otherwise there (interrupt events)
         return None
     kernel_name = NATIVE if kernel_name == "python" else kernel_name  # as jupyter_client's KernelManager renames it
+    connection_file = None
     try:
-        found = spec_of(kernel_name)
+        found = spec_of(kernel_name) if has_provisioners() else None
         if found is None:
             return None
         spec, resource_dir = found
@@ -104,7 +105,7 @@ def spawn(work_dir: Path, kernel_name: str) -> Prespawned | None:
               "resource_dir": resource_dir, "cwd": str(work_dir)}
         argv = [os.path.expanduser(re.sub(r"\{([A-Za-z0-9_]+)\}", lambda m: ns.get(m.group(1), m.group()), a))
                 for a in spec["argv"]]
-        if argv and argv[0] in {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}:
+        if argv and argv[0] in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}:
             argv[0] = sys.executable
         env = os.environ.copy()
         env.update({k: Template(v).safe_substitute(env) for k, v in (spec.get("env") or {}).items()})
@@ -115,7 +116,7 @@ def spawn(work_dir: Path, kernel_name: str) -> Prespawned | None:
         process.stdin.close()  # type: ignore[union-attr]
     except Exception as exc:  # noqa: BLE001 - only a head start: jupyter_client starts the kernel as before
         log.info("kernel not launched ahead (%s)", exc)
-        if "connection_file" in locals():
+        if connection_file:
             Path(connection_file).unlink(missing_ok=True)
         return None
     return Prespawned(kernel_name, argv, env, str(work_dir), connection_file, process)
