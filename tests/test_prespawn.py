@@ -152,13 +152,14 @@ def test_when_jupyter_client_is_older_than_7_then_no_kernel_is_launched_ahead(tm
     work = tmp_path / "job"
     work.mkdir()
     code = ("import sys; from pathlib import Path; from cgpu_kit.runtime import prespawn; "
-            "pre = prespawn.spawn(Path(sys.argv[1]), 'python3'); print(pre and pre.process.pid)")
+            "pre = prespawn.spawn(Path(sys.argv[1]), 'python3'); print(pre and f'{pre.process.pid} {pre.connection_file}')")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "old"), os.environ.get("PYTHONPATH", "")]))
     old_run = subprocess.run([sys.executable, "-c", code, str(work)], env=env, capture_output=True, text=True, check=True)
     assert old_run.stdout.strip() == "None" and not processes_in(work)
     with open(tmp_path / "said", "w") as said:  # not a pipe: the kernel inherits it and would hold it open
         subprocess.run([sys.executable, "-c", code, str(work)], stdout=said, stderr=subprocess.DEVNULL, check=True)
-    pid = int((tmp_path / "said").read_text())  # the same call with the installed jupyter_client launches one
-    assert pid in processes_in(work)
-    os.killpg(pid, signal.SIGKILL)
+    pid, connection_file = (tmp_path / "said").read_text().split()  # the installed jupyter_client: launched
+    assert int(pid) in processes_in(work)
+    os.killpg(int(pid), signal.SIGKILL)
+    Path(connection_file).unlink()
     assert gone(work)
