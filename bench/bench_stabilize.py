@@ -185,6 +185,7 @@ def main() -> None:
     ap.add_argument("--no-720p", action="store_true", help="skip the 1280x720 clip of the build table")
     ap.add_argument("--batch-only", action="store_true",
                     help="measure only the batch vs plain loop, keeping the build and parameter tables of RESULTS.md")
+    ap.add_argument("--no-write", action="store_true", help="print the figures only, leaving RESULTS.md as it is")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench_stab_"))
@@ -232,7 +233,8 @@ def main() -> None:
     if args.batch_only:
         section = read_section("stabilize")
         head = section.split("### Batch vs plain ffmpeg loop")[0] if section else "## Stabilization (`bench/bench_stabilize.py`)\n\n"
-        write_section("stabilize", head + batch_part)
+        if not args.no_write:
+            write_section("stabilize", head + batch_part)
         print(batch_part)
         shutil.rmtree(work, ignore_errors=True)
         return
@@ -254,7 +256,8 @@ def main() -> None:
         f"{params}\n"
         f"{batch_part}"
     )
-    write_section("stabilize", table)
+    if not args.no_write:
+        write_section("stabilize", table)
     print(table)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -151,9 +151,9 @@ class CGPUJob(abc.ABC):
         self.remote_root = (self.remote_root_arg or default_root(self.backend)).rstrip("/")
 
     def warm_modules(self) -> list[str]:
-        """What a standby driver imports in its kernel: the runtime's entry point, the processor's module and
-        :attr:`warm_imports`."""
-        return ["cgpu_kit.runtime", self.processor.partition(":")[0], *self.warm_imports]
+        """What a standby driver imports in its kernel: the runtime's entry point and its item loop (which the
+        entry point imports only when called), the processor's module and :attr:`warm_imports`."""
+        return ["cgpu_kit.runtime", "cgpu_kit.runtime.loop", self.processor.partition(":")[0], *self.warm_imports]
 
     @property
     def remote_work_dir(self) -> str:

@@ -1,6 +1,8 @@
 """What runs ON the runtime: the templates call :func:`run_template`, which runs the item loop.
 
-Nothing here imports heavy packages at import time; each job type's processor imports its own. This package
+Nothing here imports heavy packages at import time; each job type's processor imports its own. Even the item
+loop is imported only when a template runs: the driver (``python -m cgpu_kit.runtime.driver``) imports this
+package first and launches the notebook kernel a few tens of milliseconds sooner for it. This package
 imports only leaf modules of cgpu_kit (params, batch, util, media, subtitles, exceptions...), never job
 types, the manager, transports or the surfaces (tests/test_architecture.py pins it): a runtime loads no more
 of the local side than it needs.
@@ -12,13 +14,12 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..batch import BatchItem, member_name, pack_part
-from ..util import file_sha256
 from . import layout
-from .loop import run_batch
-from .processor import Processor, load_processor
+
+if TYPE_CHECKING:
+    from .processor import Processor
 
 
 def run_template(processor: str, work_dir: str, params: dict[str, Any], item_timeout: float, workers: int = 0):
@@ -29,6 +30,9 @@ def run_template(processor: str, work_dir: str, params: dict[str, Any], item_tim
     hand with its defaults), a tiny sample batch of that processor is made in a temporary folder first, so a
     template can be tried and debugged on any machine.
     """
+    from .loop import run_batch
+    from .processor import load_processor
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     job: dict[str, Any] = {}
     if work_dir and (Path(work_dir) / layout.JOB_FILE).exists():
@@ -47,6 +51,9 @@ def run_template(processor: str, work_dir: str, params: dict[str, Any], item_tim
 
 def make_sample_work_dir(processor_cls: type[Processor], job_type: str, params: dict[str, Any]) -> str:
     """A temporary work folder holding one part of the processor's sample inputs."""
+    from ..batch import BatchItem, member_name, pack_part
+    from ..util import file_sha256
+
     work_dir = Path(tempfile.mkdtemp(prefix=f"cgpu_kit_{job_type}_sample_"))
     samples = processor_cls.make_samples(work_dir / "samples")
     items = [
@@ -78,6 +85,15 @@ class ResultsTable(list):
     def __repr__(self) -> str:
         lines = [f"{r.get('item_id')} {r.get('status'):9} {r.get('name')!r} {r.get('error') or ''}" for r in self]
         return "\n".join(lines) or "(no items)"
+
+
+def __getattr__(name: str) -> Any:
+    """``run_batch``, imported when first asked for (see the module's docstring)."""
+    if name == "run_batch":
+        from .loop import run_batch
+
+        return run_batch
+    raise AttributeError(name)
 
 
 __all__ = ["run_batch", "run_template", "ResultsTable"]

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ..util import write_json
-from . import kernel, layout, standby
+from . import kernel, layout, prespawn, standby
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         pass
     km = None
     if "--standby" in argv[1:]:
+        # the kernel most jobs name, launched before anything imports jupyter_client (prespawn.py)
+        pre = prespawn.spawn(work_dir, prespawn.NATIVE)
         claimed, km = standby.wait(work_dir, [a for n, a in enumerate(argv) if n and argv[n - 1] == "--warm"],
                                    next((a for n, a in enumerate(argv) if n and argv[n - 1] == "--preload"), None),
-                                   _skip_slow_imports)
+                                   _skip_slow_imports, pre)
         if not claimed:
             return 0
     else:
@@ -52,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         kernel.stop(km)
         km = None
     if km is None:
-        km = kernel.start(work_dir, kernel_name)
+        # launched before jupyter_client is imported (prespawn.py): its boot overlaps that import
+        pre = None if "--standby" in argv[1:] else prespawn.spawn(work_dir, kernel_name)
+        km = kernel.start(work_dir, kernel_name, pre)
     try:
         try:
             _skip_slow_imports()

@@ -1,40 +1,63 @@
 """The template's notebook kernel, started by the driver itself rather than by papermill: it boots (a second
 or more: IPython's imports) while the driver imports papermill, or, for a standby driver (standby.py), before
-the batch has even arrived; papermill hands the started kernel to nbclient, which only connects to it."""
+the batch has even arrived; papermill hands the started kernel to nbclient, which only connects to it. The
+driver launches it even before it imports jupyter_client (prespawn.py), and it is adopted here (adopt.py)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import prespawn
+
 log = logging.getLogger("cgpu_kit.runtime")
 
 
-def start(work_dir: Path, kernel_name: str) -> Any:
+def start(work_dir: Path, kernel_name: str, pre: prespawn.Prespawned | None = None) -> Any:
     """The template's kernel, started now so that it boots (a second or more: IPython's imports) while this
     process imports papermill (as long again) on another core; None leaves the start to papermill, as before.
 
+    ``pre`` (prespawn.spawn), a kernel launched before this process imported jupyter_client, is adopted where
+    jupyter_client would have launched the same (adopt.py), else killed and a kernel started as before.
     papermill hands a kernel manager that already has a kernel to nbclient, which then only connects to it;
     the kernel runs in ``work_dir``, as papermill's ``cwd`` would have put it."""
     try:
         from jupyter_client.kernelspec import KernelSpecManager
         from jupyter_client.manager import AsyncKernelManager
-        from jupyter_core.paths import jupyter_path
         from jupyter_core.utils import run_sync
 
-        # the kernel folders named here: left to its default, the spec manager imports IPython (half a second, before
-        # the kernel is even launched) only to learn the legacy ~/.ipython/kernels folder
-        ipython = os.path.join(os.path.expanduser(os.environ.get("IPYTHONDIR") or "~/.ipython"), "kernels")
-        specs = KernelSpecManager(kernel_dirs=[*jupyter_path("kernels"), ipython])
+        specs = KernelSpecManager(kernel_dirs=prespawn.kernel_dirs())
+        if pre is not None:
+            km = _adopted(pre, kernel_name, specs)
+            pre = None
+            if km is not None:
+                return km
         km = AsyncKernelManager(kernel_name=kernel_name, kernel_spec_manager=specs)
         run_sync(km.start_kernel)(cwd=str(work_dir))
         return km
     except Exception as exc:  # no such kernel spec, an old jupyter_client: papermill starts it, as it always did
         log.info("kernel not started early (%s); papermill starts it", exc)
+        if pre is not None:
+            prespawn.discard(pre)
+        return None
+
+
+def _adopted(pre: prespawn.Prespawned, kernel_name: str, specs: Any) -> Any:
+    """``pre`` adopted into a started kernel manager, or None (then killed, its connection file removed)."""
+    try:
+        if pre.kernel_name != (prespawn.NATIVE if kernel_name == "python" else kernel_name):
+            raise ValueError(f"it is a {pre.kernel_name} kernel, not {kernel_name}")
+        from .adopt import adopt
+
+        km = adopt(pre, specs)
+        log.info("kernel launched ahead (pid %d) adopted", pre.process.pid)
+        return km
+    except Exception as exc:
+        log.warning("kernel launched ahead not used (%s); starting one", exc)
+        prespawn.discard(pre)
         return None
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import kernel, layout
+from . import kernel, layout, prespawn
 
 log = logging.getLogger("cgpu_kit.runtime")
 
@@ -26,13 +26,14 @@ log = logging.getLogger("cgpu_kit.runtime")
 STANDBY_SECONDS = 300.0
 
 
-def wait(work_dir: Path, warm: list[str], preload: str | None, before_papermill: Callable[[], None]) -> tuple[bool, Any]:
-    """Start the kernel, import papermill (after ``before_papermill``) and warm the kernel, then wait to be
-    claimed: (claimed, the kernel manager or None where the kernel did not start). Not claimed: the kernel is
-    shut down, and the caller exits."""
+def wait(work_dir: Path, warm: list[str], preload: str | None, before_papermill: Callable[[], None],
+         pre: prespawn.Prespawned | None = None) -> tuple[bool, Any]:
+    """Start the kernel (adopting ``pre``, the python3 kernel launched ahead, where it can: kernel.start), import
+    papermill (after ``before_papermill``) and warm the kernel, then wait to be claimed: (claimed, the kernel
+    manager or None where the kernel did not start). Not claimed: the kernel is shut down, and the caller exits."""
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    km = kernel.start(work_dir, "python3")
+    km = kernel.start(work_dir, prespawn.NATIVE, pre)
     before_papermill()
     import papermill  # noqa: F401 - imported now, used once claimed
 

@@ -54,6 +54,7 @@ class SleepProcessor(Processor):
             with open(counter, "a") as f:
                 f.write(ctx.item.name.replace("\n", "\\n") + "\n")
         ctx.metadata["slept"] = self.params["seconds"]
+        ctx.metadata["pid"] = os.getpid()  # the kernel's: which kernel ran the template
         return [out]
 
 
