@@ -59,3 +59,16 @@ def test_every_command_has_help_and_is_documented_in_the_readme():
         assert f"cgpu-kit {name}" in readme, f"`cgpu-kit {name}` is not in the README"
     help_text = cli("--help").stdout
     assert "stabilize" in help_text
+
+
+def test_a_built_in_command_parses_the_same_with_its_own_parser_as_with_the_full_one(tmp_path):
+    """The CLI builds only the named built-in job type's subcommand (a faster start); same options, same values."""
+    from cgpu_kit.registry import BUILTIN
+
+    for name in BUILTIN:
+        argv = [name, "a b.wav", "-o", str(tmp_path / "out"), "--workers", "2", "-q"]
+        own, full = build_parser(argv), build_parser()
+        sub = next(a for a in own._actions if a.dest == "command")
+        assert set(sub.choices) == {name, "attach", "report"}  # no other job type was built (nor imported for it)
+        assert vars(own.parse_args(argv)) == vars(full.parse_args(argv))
+    assert {"stabilize", "transcribe"} <= set(cli("--help").stdout.split())  # help lists them all
