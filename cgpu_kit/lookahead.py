@@ -47,7 +47,8 @@ class Lookahead:
 
     def _near(self, current: CGPUJob) -> None:  # in the part's polling thread: the send goes beside it
         if self._thread is None and not self.pool.job.cancel_event.is_set() and self.worker.label in self.pool.alive:
-            self._thread = threading.Thread(target=self._send, name=f"cgpu-kit ahead of {current.job_id}", daemon=True)
+            self._thread = threading.Thread(target=self._send, args=(current,), name=f"cgpu-kit ahead of {current.job_id}",
+                                            daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -72,11 +73,11 @@ class Lookahead:
             self.pool.give_back(items)
         state = self.worker.state
         if state is not None:
-            part.remote(state.transport).discard_standby()
+            part.remote(state.transport).discard_standby(stop=True)  # it may have started itself
         part.mark_closed()
         part.release_output()
 
-    def _send(self) -> None:
+    def _send(self, current: CGPUJob) -> None:
         state = self.worker.state
         items = self.pool.take()
         if not items or state is None:
@@ -86,7 +87,7 @@ class Lookahead:
         try:
             part.upload(transport)
             remote = part.remote(transport)
-            remote.send_ahead(part.standby_command(remote))
+            remote.send_ahead(part.standby_command(remote, after=current.remote_work_dir))
         except (CgpuKitError, OSError) as exc:  # only a head start: the items go back, a worker takes them
             log.info("part %s not sent ahead (%s); its items go back to the queue", part.job_id, exc)
             self.pool.give_back(items)

@@ -94,14 +94,16 @@ class RemoteBatch:
                 return int(fields[3]) * 1024
         return None
 
-    def standby_command(self, warm: Sequence[str] = (), preload: dict[str, Any] | None = None) -> str:
+    def standby_command(self, warm: Sequence[str] = (), preload: dict[str, Any] | None = None,
+                        after: str | None = None) -> str:
         """A shell command that starts a standby driver in the work folder (its kernel started, papermill and
         the ``warm`` modules imported, the processor's model loaded: ``preload`` is ``{"processor": "module:Class",
         "params": {...}}``: cgpu_kit/runtime/driver.py), detached and silent, unless a driver or a
         standby is there already; the launch then claims it instead of starting a driver. Harmless where it
-        cannot start (no cgpu_kit on the runtime yet): the launch starts a driver as before."""
+        cannot start (no cgpu_kit on the runtime yet): the launch starts a driver as before. ``after``: the work
+        folder of the batch whose good end starts it with no launch (runtime/standby.py)."""
         w = self.work_dir
-        flags = [a for m in warm for a in ("--warm", m)]
+        flags = [a for m in warm for a in ("--warm", m)] + (["--after", after] if after else [])
         if preload:
             flags += ["--preload", json.dumps(preload, separators=(",", ":"), default=str)]
         driver = self._python("cgpu_kit.runtime.driver", w, "--standby", *flags)
@@ -239,14 +241,16 @@ class RemoteBatch:
             raise ConnectionLostError(f"{name} arrived corrupted (sha256 mismatch)")
         return local
 
-    def discard_standby(self) -> None:
+    def discard_standby(self, stop: bool = False) -> None:
         """Stop a standby driver that no launch claimed (every input was done, skipped or bad), and remove the
-        work folder it made when no batch landed there; a claimed one is not touched. Never raises."""
+        work folder it made when no batch landed there; a claimed one is not touched, unless ``stop``: then its
+        batch is cancelled too (one that started itself after the batch before it). Never raises."""
         w, standby = sh(self.work_dir), sh(self.path(layout.STANDBY))
+        cancel = f"; [ -d {w} ] && touch {sh(self.path(layout.CANCEL))}" if stop else ""
         try:
             self.transport.run(
                 f"[ -f {standby} ] && mv -f {standby} {standby}.expired 2>/dev/null && "
-                f"{{ [ -f {sh(self.path(layout.JOB_FILE))} ] || rm -rf -- {w}; }}; true", timeout=self.call_timeout)
+                f"{{ [ -f {sh(self.path(layout.JOB_FILE))} ] || rm -rf -- {w}; }}{cancel}; true", timeout=self.call_timeout)
         except (CgpuKitError, OSError) as exc:
             log.debug("standby driver of %s not discarded: %s", self.work_dir, exc)
 

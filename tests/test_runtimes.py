@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -263,3 +265,44 @@ def test_two_colab_accounts_through_the_real_cgpu_client_share_one_batch(
             import shutil
 
             shutil.rmtree(root + suffix, ignore_errors=True)
+
+
+def test_a_runtimes_next_part_is_sent_while_its_part_ends_and_each_item_still_runs_once(
+        sleepy, fake_cgpu, tmp_path, monkeypatch, caplog):
+    counter = tmp_path / "counter"
+    monkeypatch.setenv("SLEEPY_COUNTER", str(counter))
+    inputs = tones(tmp_path / "in", 8)
+    a, b = CgpuWithPlugins(str(fake_cgpu.root / "a")), CgpuWithPlugins(str(fake_cgpu.root / "b"))
+    with caplog.at_level(logging.INFO, logger="cgpu_kit.lookahead"):
+        result = CGPUJobManager().run(sleepy(inputs, tmp_path / "o", seconds=1.0, workers=1, runtimes=[a, b]))
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert sorted(processed(counter)) == sorted(p.name for p in inputs)  # each item processed once
+    assert sorted(delivered(tmp_path / "o")) == sorted(p.stem for p in inputs)  # and delivered once
+    # two rounds (3 items each, then 1): each runtime's second part went while its first was ending, and ran
+    # on the standby driver that sending started (claimed by the launch, or started by itself at the end)
+    ahead = [r.getMessage() for r in caplog.records if "sent ahead" in r.getMessage()]
+    assert len(ahead) == 2, ahead
+    logs = [p.read_text() for p in (tmp_path / "o" / "_cgpu_kit").glob(f"job_{result.job_id}p*/runtime.log")]
+    assert sum("standby driver claimed" in log for log in logs) == 2, logs
+    assert [p for r in ("a", "b") for p in (fake_cgpu.root / r).glob(f"job_{result.job_id}*")] == []
+
+
+def test_a_standby_sent_ahead_starts_itself_when_the_batch_before_it_ends_well_and_not_when_it_was_cancelled(
+        tmp_path, monkeypatch):
+    import threading
+
+    from cgpu_kit.runtime import layout, standby
+
+    monkeypatch.setenv("CGPU_KIT_STANDBY_SECONDS", "3")
+    outcomes = {}
+    for case, status in (("good", {"exit_code": 0}), ("cancelled", {"exit_code": 0, "cancelled": True}),
+                         ("failed", {"exit_code": 1})):
+        before, mine = tmp_path / case / "job_1", tmp_path / case / "job_2"
+        before.mkdir(parents=True)
+        mine.mkdir()
+        (mine / layout.STANDBY).write_text(str(os.getpid()))  # as the shell that started "this" standby wrote it
+        ending = threading.Timer(0.3, lambda b=before, s=status: (b / layout.STATUS).write_text(json.dumps(s)))
+        ending.start()
+        claimed, _ = standby._wait_for_claim(mine, None, [], after=before)
+        outcomes[case] = (claimed, (mine / layout.PID).exists())
+    assert outcomes == {"good": (True, True), "cancelled": (False, False), "failed": (False, False)}

@@ -29,20 +29,24 @@ log = logging.getLogger("cgpu_kit.jobs.base")
 
 
 def poll_until(step: Callable[[], dict[str, Any] | None], job: CGPUJob, transport: Transport,
-               pacing: Pacing) -> dict[str, Any]:
+               pacing: Pacing, again: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Call ``step`` every poll interval until it returns a status (``None``: not finished yet); an error
     it raises ends the wait at once. A cancel wakes the sleep early.
 
     The interval runs from the start of one poll to the start of the next: a poll that waited on the runtime
     (``Transport.poll_wait``) for as long as the interval or longer has paced itself, and the next goes at
-    once (a sleep after it only delays noticing the batch's end: 5 s of nothing per part through cgpu)."""
+    once (a sleep after it only delays noticing the batch's end: 5 s of nothing per part through cgpu); so
+    does one after which ``again()`` is true (the poll answered early with news that asks for no pause)."""
     clock = pacing.clock
     interval = pacing.poll_interval or transport.poll_interval
     began = {"at": clock.now()}
 
     def timed_step() -> dict[str, Any] | None:
         began["at"] = clock.now()
-        return step()
+        status = step()
+        if status is None and again is not None and again():
+            began["at"] = clock.now() - interval
+        return status
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_result(lambda status: status is None),
@@ -77,14 +81,15 @@ def run_remote(job: CGPUJob, transport: Transport, *, deadline: float | None = N
     sending = time.monotonic()
     log.info("job %s: batch %s on %s", job.job_id, remote.launch(ahead=standby_ahead(job, remote)), transport.name)
     job.timings["upload"] = round(job.timings.get("upload", 0) + time.monotonic() - sending, 3)
-    watch = {"deadline": deadline or (started + job.timeout), "stop_sent": False, "relaunches": 0}
+    watch = {"deadline": deadline or (started + job.timeout), "stop_sent": False, "relaunches": 0, "near": False}
 
     def step() -> dict[str, Any] | None:
         status = remote.poll(job.results_seen, job.chunks_done, near=job.near_end_s)
         absorb(job, status, transport)
         state = status["state"]
-        if status.get("near") and job.on_near_end is not None:
-            job.near_end_s = 0.0  # said once
+        watch["near"] = bool(status.get("near"))
+        if watch["near"] and job.on_near_end is not None:
+            job.near_end_s = 0.0  # said once; the next poll goes at once, for the end
             job.on_near_end(job)
         if state == "absent":
             raise RuntimeLostError(f"the work folder of job {job.job_id} is gone from the runtime")
@@ -108,7 +113,7 @@ def run_remote(job: CGPUJob, transport: Transport, *, deadline: float | None = N
             return status
         return None
 
-    status = poll_until(step, job, transport, pacing)
+    status = poll_until(step, job, transport, pacing, again=lambda: watch["near"])
     if status.get("exit_code"):
         job.error = job.error or f"the template failed on the runtime: {status.get('error')}"
     job.timings["run"] = round(job.timings.get("run", 0) + clock.now() - started, 3)

@@ -278,11 +278,11 @@ class CGPUJob(abc.ABC):
     def remote(self, transport: Transport) -> RemoteBatch:
         return RemoteBatch(transport, self.remote_work_dir)
 
-    def standby_command(self, remote: RemoteBatch) -> str:
+    def standby_command(self, remote: RemoteBatch, after: str | None = None) -> str:
         """The shell command that starts this batch's driver ahead on ``remote``'s runtime (its kernel booted,
         :meth:`warm_modules` imported, the processor's model loaded ahead); where and when it is sent is the
         manager's and the transport's choice."""
-        return remote.standby_command(self.warm_modules(), {"processor": self.processor, "params": self.params})
+        return remote.standby_command(self.warm_modules(), {"processor": self.processor, "params": self.params}, after)
 
     def run_remote(self, transport: Transport, *, deadline: float | None = None, pacing: Pacing | None = None) -> None:
         """Launch the batch detached, then poll it, fetching finished chunks, until it ends."""

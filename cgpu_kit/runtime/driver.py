@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         pre = prespawn.spawn(work_dir, prespawn.NATIVE)
         claimed, km = standby.wait(work_dir, [a for n, a in enumerate(argv) if n and argv[n - 1] == "--warm"],
                                    next((a for n, a in enumerate(argv) if n and argv[n - 1] == "--preload"), None),
-                                   _skip_slow_imports, pre)
+                                   _skip_slow_imports, pre, _after(argv))
         if not claimed:
             return 0
     else:
@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         kernel.stop(km)
     return int(status["exit_code"])
+
+
+def _after(argv: list[str]) -> Path | None:
+    """``--after WORK_DIR``: the batch whose end starts this standby driver (standby.py)."""
+    named = next((a for n, a in enumerate(argv) if n and argv[n - 1] == "--after"), None)
+    return Path(named) if named else None
 
 
 def _skip_slow_imports() -> None:

@@ -6,10 +6,15 @@ Launching claims it by renaming ``standby.pid`` to ``pid`` (one atomic step: a s
 away first, and launching then starts a driver as before). One that nobody claims within
 :data:`STANDBY_SECONDS` (``CGPU_KIT_STANDBY_SECONDS``), whose ``standby.pid`` is taken away (a discard) or whose
 folder is removed, shuts its kernel down and exits.
+
+A standby started ``--after`` another batch's work folder (the part before it on this runtime: lookahead.py)
+claims itself the moment that batch has ended well (its status says so, not cancelled, and nobody cancelled
+this one), so the next part starts with no call in between; the launch that comes later finds it running.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -27,7 +32,7 @@ STANDBY_SECONDS = 300.0
 
 
 def wait(work_dir: Path, warm: list[str], preload: str | None, before_papermill: Callable[[], None],
-         pre: prespawn.Prespawned | None = None) -> tuple[bool, Any]:
+         pre: prespawn.Prespawned | None = None, after: Path | None = None) -> tuple[bool, Any]:
     """Start the kernel (adopting ``pre``, the python3 kernel launched ahead, where it can: kernel.start), import
     papermill (after ``before_papermill``) and warm the kernel, then wait to be claimed: (claimed, the kernel
     manager or None where the kernel did not start). Not claimed: the kernel is shut down, and the caller exits."""
@@ -41,15 +46,22 @@ def wait(work_dir: Path, warm: list[str], preload: str | None, before_papermill:
     log.info("standby driver ready (kernel started, papermill imported; the kernel importing %s%s)", ", ".join(warm),
              ", the processor loading ahead" if preload else "")
     try:
-        return _wait_for_claim(work_dir, km, stop)
+        return _wait_for_claim(work_dir, km, stop, after)
     finally:
         let_go()
 
 
-def _wait_for_claim(work_dir: Path, km: Any, stop: list[bool]) -> tuple[bool, Any]:
+def _wait_for_claim(work_dir: Path, km: Any, stop: list[bool], after: Path | None = None) -> tuple[bool, Any]:
     limit = float(os.environ.get("CGPU_KIT_STANDBY_SECONDS") or STANDBY_SECONDS)
     mine, deadline, seen = str(os.getpid()), time.monotonic() + limit, False
     while not _claimed(work_dir, mine):
+        if after is not None and _ended_well(after) and not (work_dir / layout.CANCEL).exists():
+            try:  # claim ourselves, as a launch would (one atomic rename: a launch or a discard may come first)
+                os.rename(work_dir / layout.STANDBY, work_dir / layout.PID)
+                log.info("standby driver started itself: the batch before it (%s) ended", after.name)
+            except OSError:
+                after = None  # claimed by a launch, or discarded: seen below
+            continue
         here = (work_dir / layout.STANDBY).exists()  # written by the shell that started us, just after
         gone, seen = seen and not here, seen or here  # renamed by a launch (claimed) or by a discard
         if gone or stop or not work_dir.is_dir() or time.monotonic() > deadline:
@@ -67,6 +79,17 @@ def _wait_for_claim(work_dir: Path, km: Any, stop: list[bool]) -> tuple[bool, An
         time.sleep(0.02)
     log.info("standby driver claimed")
     return True, km
+
+
+def _ended_well(work_dir: Path) -> bool:
+    """Whether the batch of ``work_dir`` (or of where its final poll moved it) ended, not cancelled, exit 0."""
+    for folder in (work_dir, work_dir.parent.joinpath(*layout.TRASH, work_dir.name)):
+        try:
+            status = json.loads((folder / layout.STATUS).read_text())
+        except (OSError, ValueError):
+            continue
+        return status.get("exit_code") == 0 and not status.get("cancelled")
+    return False
 
 
 def _claimed(work_dir: Path, mine: str, wait: float = 0.0) -> bool:
