@@ -43,7 +43,22 @@ def copies(calls: list[dict]) -> list[dict]:
 
 
 def leftovers(stand_in) -> list[str]:
-    return sorted(p.name for p in (stand_in.root / "cgpu_kit_runtime" / "incoming").glob("*"))
+    """What is left in the runtime's incoming folder (a zip landed beside its copy stays a minute as .landed:
+    the server reads it back for the copy's answer)."""
+    return sorted(p.name for p in (stand_in.root / "cgpu_kit_runtime" / "incoming").glob("*") if p.suffix != ".landed")
+
+
+def test_a_copy_answered_404_no_such_file_is_checked_not_refused_for_good():
+    """The server saves the file, then reads it back for its answer: a land beside the copy may have taken it
+    by then (404, "No such file or directory"); what arrived is checked. A 400 stays a refusal for good."""
+    from cgpu_kit.transports.cgpu import COPY_REFUSED
+
+    def refused(said: str) -> bool:
+        return any(pattern.search(said) for pattern, _ in COPY_REFUSED)
+
+    assert not refused('Upload failed (404 Not Found): {"message": "No such file or directory: content/x.zip"}')
+    assert refused('Upload failed (400 Bad Request): {"message": "Cannot create file or directory \'/content/.x\'"}')
+    assert refused('Upload failed (500 Internal Server Error): {"message": "... [Errno 2] No such file or directory"}')
 
 
 def test_when_a_second_batch_runs_on_a_set_up_runtime_then_its_check_travels_in_the_call_that_lands_beside_the_copy(

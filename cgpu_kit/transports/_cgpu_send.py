@@ -57,7 +57,9 @@ NOT_YET = 5
 NEEDS_SETUP = 6
 
 #: runs on the runtime (standard library only: the set-up may be missing): checks each zip, then writes its
-#: members under their names (a temporary name first) and checks each one again
+#: members under their names (a temporary name first) and checks each one again. A land that waited beside
+#: the copy leaves the zip a minute (renamed ``.landed``): the server answers the copy's request only after it
+#: has saved the file, by reading it back, and a zip removed at once turns that answer into a 404
 _LAND_SCRIPT = """\
 import hashlib,json,os,sys,zipfile,base64,time
 m=json.loads(base64.b64decode(sys.argv[1]))
@@ -91,7 +93,12 @@ for z in m['zips']:
             if os.path.getsize(tmp)!=e['size'] or sha(tmp)!=e['sha256']:
                 bad.append(e['target']);os.unlink(tmp);continue
             os.replace(tmp,e['target'])
-    os.unlink(z['path'])
+    if m.get('wait'):os.rename(z['path'],z['path']+'.landed')
+    else:os.unlink(z['path'])
+if m.get('wait'):
+    import subprocess as sp
+    sp.Popen(['sh','-c','sleep 60; rm -f -- "$@"','tidy']+[z['path']+'.landed' for z in m['zips']],
+             stdin=sp.DEVNULL,stdout=sp.DEVNULL,stderr=sp.DEVNULL,start_new_session=True)
 print('LANDED '+json.dumps(bad),flush=True)
 sys.exit(4 if bad else 0)
 """

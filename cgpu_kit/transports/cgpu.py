@@ -76,7 +76,10 @@ LOGIN_NEEDED = (
 )
 #: cgpu copy's words for refusals that trying again cannot change: (pattern, what the user must do)
 COPY_REFUSED = (
-    (re.compile(r"Upload failed \(4\d\d"), "the runtime's server refused the path; a name starting with '.' is "
+    # not a 404 saying "No such file or directory": the server saved the file, then found it gone when it read it
+    # back for its answer (a land beside the copy took it); what arrived is checked, as after any failed copy
+    (re.compile(r"Upload failed \(4(?!04[^\n]*No such file or directory)\d\d"), "the runtime's server refused the "
+     "path; a name starting with '.' is "
      "refused by Jupyter: pick a --remote-root (CGPU_KIT_REMOTE_ROOT) of plain folder names"),
     (re.compile(r"Upload failed \(5\d\d.*(No such file or directory|Errno 2)"), "the destination's folder does not "
      "exist on the runtime; run the command again (it creates the folder first)"),
