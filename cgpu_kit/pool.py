@@ -286,9 +286,10 @@ class Pool:
         try:
             while any(t.is_alive() for t in threads):
                 if self.job.cancel_event.is_set():
-                    self.cancel_parts()
-                for t in threads:
-                    t.join(timeout=0.2)
+                    self.cancel_parts()  # again each time: a part may have started since
+                    time.sleep(0.05)
+                else:  # a cancel reaches the parts at once (each of their items may be about to start)
+                    self.job.cancel_event.wait(0.05)
         except KeyboardInterrupt:
             self.job.cancel()
             self.cancel_parts()

@@ -155,14 +155,15 @@ def test_a_stopped_multi_runtime_batch_is_finished_by_running_it_again_without_r
     inputs = tones(tmp_path / "in", 4)
     runtimes = [f"local:{tmp_path}/r1", f"local:{tmp_path}/r2"]
     manager = CGPUJobManager()
-    job = sleepy(inputs, tmp_path / "o", seconds=0.5, workers=1, runtimes=runtimes)
+    # items long enough that the cancel lands while each part's second item runs, however loaded the machine
+    job = sleepy(inputs, tmp_path / "o", seconds=1.5, workers=1, runtimes=runtimes)
     job.on_item = lambda j, item: j.cancel()  # stop as soon as the first item is delivered (as Ctrl-C does)
     first = manager.run(job)
     assert first.status is JobStatus.CANCELLED
     done_first = {i.input_path for i in first.items if i.ok}
     assert 1 <= len(done_first) < 4
     # the same command again, from the CLI: the open part-jobs are picked up, the rest spread over both runtimes
-    code = main(["sleepy", *map(str, inputs), "-o", str(tmp_path / "o"), "--seconds", "0.5", "-q",
+    code = main(["sleepy", *map(str, inputs), "-o", str(tmp_path / "o"), "--seconds", "1.5", "-q",
                  "--runtime", runtimes[0], "--runtime", runtimes[1]])
     assert code == 0
     assert "completed" in capsys.readouterr().err
