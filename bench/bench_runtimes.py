@@ -103,7 +103,7 @@ def one_run(kind: str, inputs: list[Path], work: Path, runtimes: int, seconds: f
             cgpu_fake.kill_runtime_processes(content)
     wall = time.monotonic() - started
     if result.status is not JobStatus.COMPLETED:
-        failed = "; ".join(f"{i.name}: {i.error}" for i in result.items if i.error)
+        failed = "; ".join(f"{Path(i.input_path).name}: {i.error}" for i in result.items if i.error)
         raise SystemExit(f"{kind}, {runtimes} runtime(s): {result.summary()} ({failed or result.error})")
     if kind.startswith("cgpu"):  # the stand-in logs every call; a call belongs to the runtime whose root it names
         calls = [0] * runtimes
