@@ -30,6 +30,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,3 +185,11 @@ class FakeClock(Clock):
 
 
 __all__ = ["Call", "FakeClock", "MockTransport", "fail_nth", "processes_in"]
+
+
+def processes_gone(folder: Path, within: float = 30.0) -> bool:
+    """Whether every process working in ``folder`` (:func:`processes_in`) has ended within ``within`` seconds."""
+    end = time.monotonic() + within
+    while processes_in(folder) and time.monotonic() < end:
+        time.sleep(0.1)
+    return not processes_in(folder)

@@ -9,36 +9,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
 import papermill
-import pytest
 from support.sleepy import tones
 
 from cgpu_kit import CGPUJobManager
 from cgpu_kit.results import JobStatus
 from cgpu_kit.runtime import kernel, layout, prespawn
-from cgpu_kit.testing import processes_in
+from cgpu_kit.testing import processes_gone, processes_in
 from cgpu_kit.transports.local import LocalTransport
 
 NATIVE_ARGV = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_manager():
-    CGPUJobManager.reset()
-    yield
-    CGPUJobManager.reset()
-
-
-def gone(folder: Path, within: float = 30.0) -> bool:
-    """Whether every process working in ``folder`` has ended within ``within`` seconds."""
-    end = time.monotonic() + within
-    while processes_in(folder) and time.monotonic() < end:
-        time.sleep(0.1)
-    return not processes_in(folder)
 
 
 def python3_spec(folder: Path, argv: list[str]) -> Path:
@@ -74,7 +57,7 @@ def test_when_a_local_batch_runs_then_its_template_runs_in_the_kernel_launched_b
     assert len(adopted) == 1 and adopted[0].endswith("adopted"), log
     pid = int(adopted[0].split("(pid ")[1].split(")")[0])
     assert {item.metadata["pid"] for item in result.items} == {pid}  # the items ran in that kernel
-    assert gone(root), "a kernel (or the driver) outlived the batch"
+    assert processes_gone(root), "a kernel (or the driver) outlived the batch"
 
 
 def test_when_adopted_then_the_kernel_keeps_the_connection_file_it_read_and_runs_unencrypted_in_the_work_folder(tmp_path):
@@ -98,7 +81,7 @@ def test_when_adopted_then_the_kernel_keeps_the_connection_file_it_read_and_runs
         assert "curve" not in read_at_start
     finally:
         kernel.stop(km)
-    assert pre.process.poll() is not None and gone(work)
+    assert pre.process.poll() is not None and processes_gone(work)
     assert not Path(pre.connection_file).exists()
 
 
@@ -123,7 +106,7 @@ def test_when_jupyter_client_would_launch_another_command_then_a_fresh_kernel_ru
         assert "--HistoryManager.enabled=False" in ran["argv"]  # the spec as jupyter_client read it
     finally:
         kernel.stop(km)
-    assert gone(work), "a kernel outlived its notebook"
+    assert processes_gone(work), "a kernel outlived its notebook"
 
 
 def test_when_a_kernel_json_names_the_kernel_then_it_is_launched_ahead_with_that_command(tmp_path, monkeypatch):
@@ -141,7 +124,7 @@ def test_when_a_kernel_json_names_the_kernel_then_it_is_launched_ahead_with_that
         assert ran["pid"] == pre.process.pid and "--HistoryManager.enabled=False" in ran["argv"]
     finally:
         kernel.stop(km)
-    assert gone(work)
+    assert processes_gone(work)
 
 
 def test_when_jupyter_client_is_older_than_7_then_no_kernel_is_launched_ahead(tmp_path):
@@ -162,4 +145,4 @@ def test_when_jupyter_client_is_older_than_7_then_no_kernel_is_launched_ahead(tm
     assert int(pid) in processes_in(work)
     os.killpg(int(pid), signal.SIGKILL)
     Path(connection_file).unlink()
-    assert gone(work)
+    assert processes_gone(work)

@@ -18,7 +18,7 @@ from cgpu_kit.media import find_ffmpeg, probe, quick_probe
 from cgpu_kit.remote import RemoteBatch
 from cgpu_kit.results import ItemStatus, JobStatus
 from cgpu_kit.runtime import layout
-from cgpu_kit.testing import processes_in
+from cgpu_kit.testing import processes_gone
 from cgpu_kit.transports.local import LocalTransport
 
 
@@ -27,14 +27,6 @@ def fresh_manager():
     CGPUJobManager.reset()
     yield
     CGPUJobManager.reset()
-
-
-def gone(folder: Path, within: float = 30.0) -> bool:
-    """Whether every process working in ``folder`` has ended within ``within`` seconds."""
-    end = time.monotonic() + within
-    while processes_in(folder) and time.monotonic() < end:
-        time.sleep(0.1)
-    return not processes_in(folder)
 
 
 def test_a_local_batch_runs_on_the_driver_started_while_its_inputs_were_checked(sleepy, tmp_path):
@@ -51,7 +43,7 @@ def test_a_local_batch_runs_on_the_driver_started_while_its_inputs_were_checked(
     assert log.count("Input Notebook") == 1  # one driver ran the template: the standby, not a second one
     cells = [c for c in json.loads((job.state_dir / layout.EXECUTED).read_text())["cells"] if c["cell_type"] == "code"]
     assert cells[0]["execution_count"] == 1  # the warm-up imports left no trace in the log notebook
-    assert gone(root)
+    assert processes_gone(root)
 
 
 def test_a_batch_with_nothing_to_run_leaves_no_driver_and_no_folder_behind(sleepy, tmp_path):
@@ -63,7 +55,7 @@ def test_a_batch_with_nothing_to_run_leaves_no_driver_and_no_folder_behind(sleep
     result = CGPUJobManager().run(job)
 
     assert result.items[0].status is ItemStatus.FAILED and "not readable media" in result.items[0].error
-    assert gone(root), "the standby driver (or its kernel) was left running"
+    assert processes_gone(root), "the standby driver (or its kernel) was left running"
     assert not (root / f"job_{job.job_id}").exists()
 
 
@@ -75,7 +67,7 @@ def test_a_standby_nobody_claims_shuts_its_kernel_down_and_cannot_be_claimed_aft
 
     assert transport.start_ahead(batch.standby_command(["json"]))
 
-    assert gone(work), "the unclaimed standby driver (or its kernel) is still running"
+    assert processes_gone(work), "the unclaimed standby driver (or its kernel) is still running"
     assert "standby driver not claimed" in (work / layout.RUNTIME_LOG).read_text()
     assert not list(work.glob("standby*")) and not (work / layout.PID).exists()
 
@@ -199,4 +191,4 @@ def test_a_local_batch_reads_its_inputs_where_they_are_and_fails_alone_an_input_
     assert f"no longer at {gone_input}" in by_name[gone_input.name].error
     assert seen["parts"] and all(size < 4096 for size in seen["parts"])  # manifests only: no copy of the media
     assert seen["inputs"] == [True] * 3  # links to the inputs where they are
-    assert kept.read_bytes() == before and gone(root)  # the input itself untouched; nothing left running
+    assert kept.read_bytes() == before and processes_gone(root)  # the input itself untouched; nothing left running
