@@ -65,12 +65,13 @@ class Lookahead:
     def discard(self) -> None:
         """A part sent ahead that will not run here: its items back to the queue, its driver stopped."""
         self.stop()
-        sent, self.sent = self.sent, None
+        sent = self.sent
         if sent is None:
             return
         part, items = sent
         if not self.pool.job.cancel_event.is_set():
             self.pool.give_back(items)
+        self.sent = None  # only now: a worker waiting for items back sees this part until they are back
         state = self.worker.state
         if state is not None:
             part.remote(state.transport).discard_standby(stop=True)  # it may have started itself

@@ -197,16 +197,22 @@ class Pool:
                 worker.lookahead.stop()
             with self.lock:
                 self.active.pop(part.job_id, None)
-                worker.running = False
+        try:
+            return self._after_part(worker, part, failure, started)
+        finally:
+            worker.running = False  # only now: its items are back in the queue, for workers still waiting
+
+    def _after_part(self, worker: Worker, part: CGPUJob, failure: BaseException | None, started: float) -> bool:
         unfinished = [part.batch_items[i.item_id] for i in part.items
                       if i.status in (ItemStatus.PENDING, ItemStatus.CANCELLED)]
         if failure is not None:
-
-            self.drop(worker, describe_failure(failure))
             part.mark_closed()  # its items go elsewhere: later runs must not pick this part up
             part.release_output()
             if not self.job.cancel_event.is_set():
                 self.give_back(unfinished)
+            if worker.lookahead is not None:
+                worker.lookahead.discard()  # its part sent ahead goes back too, before the runtime is dropped
+            self.drop(worker, describe_failure(failure))
             return False
         if unfinished and not self.job.cancel_event.is_set():
             reason = part.error or "the runtime returned no result for it"
