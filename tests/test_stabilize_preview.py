@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import cgpu_kit
-from cgpu_kit import report_sections
+from cgpu_kit import media, report_sections
 from cgpu_kit.media import probe
 from cgpu_kit.motion import measure
 from cgpu_kit.runtime import stabilize, stabilize_preview
@@ -20,11 +20,13 @@ from cgpu_kit.runtime.context import ItemContext, RuntimeItem
 PARAMS = {**stabilize.STABILIZE_PARAMS.defaults(), "preset": "ultrafast"}
 
 
-def run_item(clip: Path, work: Path, *, preview: bool = True) -> ItemContext:
+def run_item(clip: Path, work: Path, *, preview: bool = True, cores: int | None = None,
+             ffmpeg: str | None = None) -> ItemContext:
     processor = stabilize.StabilizeProcessor(PARAMS)
     processor.preview = preview
+    processor.ffmpeg = ffmpeg or processor.ffmpeg
     ctx = ItemContext(RuntimeItem("i0000", clip.name, clip, 0, probe(clip).to_dict()), work / "out" / "i0000", PARAMS,
-                      timeout=300)
+                      timeout=300, cores=cores)
     assert [p.name for p in processor.process(ctx)] == ["output.mp4"]
     return ctx
 
@@ -48,6 +50,28 @@ def test_the_passes_taps_leave_the_clip_as_it_was_and_measure_what_the_report_wo
     for side in ("input", "output"):
         assert made[side]["sheet"] and len(made[side]["times"]) == len(made[side]["shifts"]) == 39
     assert not list((tmp_path / "tapped").rglob("preview_*"))  # the grey frames and sheets are gone
+
+
+def test_when_items_share_the_cores_then_each_pass_keeps_to_its_share_and_still_makes_the_clip_and_the_preview(
+        shaky_clip, tmp_path, monkeypatch):
+    clip = shaky_clip(jitter=12, frames=40)
+    runs: list[list[str]] = []
+    real_run = ItemContext.run
+    monkeypatch.setattr(ItemContext, "run", lambda self, argv, **kw: (runs.append([str(a) for a in argv]),
+                                                                       real_run(self, argv, **kw))[1])
+    builds = [b for b in (media.ffmpeg_build(path, source) for path, source in media._sourced_candidates()) if b.vidstab]
+
+    for n, build in enumerate(builds):
+        ctx = run_item(clip, tmp_path / f"build{n}", cores=1, ffmpeg=build.path)
+
+        assert probe(ctx.output(".mp4")).frames == probe(clip).frames, build.describe()
+        assert measure(ctx.output(".mp4")).mean < measure(clip).mean / 5
+        assert ctx.metadata["preview"]["output"]["shifts"]
+    assert len(runs) == 2 * len(builds) and len(builds) >= 1
+    for argv in runs:  # the input, the filter graphs and every output (the clip, the grey frames, the sheet): one thread
+        outputs = [a for a in argv[argv.index("-i") + 2:] if a.startswith("file:") or a == "-"]
+        assert len(outputs) == 3 and argv.count("-threads") == 1 + len(outputs)
+        assert {argv[i + 1] for i, a in enumerate(argv) if a.endswith("threads")} == {"1"}
 
 
 @pytest.mark.parametrize("broken", ["input", "output"])

@@ -87,7 +87,8 @@ class ChainProcessor(Processor):
         if folder.exists():
             shutil.rmtree(folder)
         item = RuntimeItem(ctx.item.item_id, ctx.item.name, src, ctx.item.part, info, "")
-        sub = ItemContext(item, folder, proc.params, timeout=ctx.remaining(), cancelled=ctx.cancelled, logger=ctx.log)
+        sub = ItemContext(item, folder, proc.params, timeout=ctx.remaining(), cancelled=ctx.cancelled, logger=ctx.log,
+                          cores=ctx.cores)
         started = time.monotonic()
         try:
             made = proc.process(sub)

@@ -46,14 +46,18 @@ class ItemContext:
 
     ``output(suffix)`` gives the path of an output file (always a safe name); ``run(argv)`` runs a tool with
     stdin closed, the item's remaining time as its timeout, cancellation honoured, and the tail of its
-    stderr kept for the item's result.
+    stderr kept for the item's result. ``cores`` is the item's share of the CPU where items run side by side
+    (a tool given that many threads does not fight the others for the cores); None where it runs alone, and
+    its tools pick their own thread counts.
     """
 
     def __init__(
         self, item: RuntimeItem, out_dir: Path, params: dict[str, Any], *, timeout: float,
         cancelled: Callable[[], bool] = lambda: False, logger: logging.Logger | None = None,
+        cores: int | None = None,
     ) -> None:
         self.item = item
+        self.cores = cores
         self.out_dir = out_dir
         self.params = params
         self.timeout = timeout

@@ -91,9 +91,11 @@ class BatchRun:
                     for item in todo:
                         self._run_item(processor, item, items)
                 else:
-                    log.info("%s: %d items side by side", self.job_type, workers)
+                    cores = max(1, (os.cpu_count() or 1) // workers)
+                    log.info("%s: %d items side by side, %d core%s each", self.job_type, workers, cores,
+                             "" if cores == 1 else "s")
                     with cf.ThreadPoolExecutor(workers) as pool:
-                        list(pool.map(lambda it: self._run_item(processor, it, items), todo))
+                        list(pool.map(lambda it: self._run_item(processor, it, items, cores), todo))
             finally:
                 processor.close()
         self._zip_ready_parts(items, final=True)
@@ -103,7 +105,7 @@ class BatchRun:
         out = self.work_dir / layout.OUTPUTS / rec["item_id"]
         return all((out / name).is_file() for name in rec.get("outputs", []))
 
-    def _run_item(self, processor: Processor, item: RuntimeItem, items: list[RuntimeItem]) -> None:
+    def _run_item(self, processor: Processor, item: RuntimeItem, items: list[RuntimeItem], cores: int | None = None) -> None:
         rec: dict[str, Any] = {"item_id": item.item_id, "name": item.name, "part": item.part}
         if self.cancelled():
             rec.update(status="cancelled", error="cancelled before it started", outputs=[])
@@ -113,7 +115,8 @@ class BatchRun:
             self.running.add(item.item_id)
             self._write_progress()
         out_dir = self.work_dir / layout.OUTPUTS / item.item_id
-        ctx = ItemContext(item, out_dir, self.params, timeout=self.item_timeout, cancelled=self.cancelled, logger=log)
+        ctx = ItemContext(item, out_dir, self.params, timeout=self.item_timeout, cancelled=self.cancelled, logger=log,
+                          cores=cores)
         started = time.monotonic()
         try:
             if not item.path.is_file():

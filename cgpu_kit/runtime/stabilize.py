@@ -67,19 +67,30 @@ def audio_args(suffix: str, codec: str | None) -> list[str]:
     return ["-c:a", "aac", "-b:a", "192k"]
 
 
+def thread_options(cores: int | None) -> tuple[list[str], list[str]]:
+    """ffmpeg's options keeping a pass to ``cores`` threads: (global ones, those of each input and output); none
+    for None (ffmpeg's own choice: threads for every core, each decoder, filter graph and encoder). Clips side by
+    side on a core each went 10 % faster so than each with its own threads for every core (bench/RESULTS.md)."""
+    if not cores:
+        return [], []
+    n = str(cores)
+    return ["-filter_threads", n, "-filter_complex_threads", n], ["-threads", n]
+
+
 def commands(ffmpeg: str, src: Path, dest: Path, params: dict[str, Any], probe: dict[str, Any],
-    trf: str = "transforms.trf", taps: tuple[Tap, Tap] | None = None) -> list[list[str]]:
+    trf: str = "transforms.trf", taps: tuple[Tap, Tap] | None = None, cores: int | None = None) -> list[list[str]]:
     """The two ffmpeg command lines for one clip; ``trf`` is relative to the working folder they run in. With
     ``taps`` each pass also writes what the report shows (cgpu_kit/runtime/stabilize_preview.py); the clip's
-    own output is the same either way."""
+    own output is the same either way. ``cores``: the threads each pass may use (:func:`thread_options`)."""
     odd = bool((probe.get("width") or 0) % 2 or (probe.get("height") or 0) % 2)
-    common = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    graph, threads = thread_options(cores)
+    common = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *graph, *threads]
     detect = common + ["-i", "file:" + str(src)]
     if taps:
         detect += ["-filter_complex", f"[0:v:0]split=2[d][t];[d]{detect_filter(params, trf)}[o];{taps[0].branches('t')}",
-                   "-map", "[o]", "-f", "null", "-", *taps[0].outputs()]
+                   "-map", "[o]", *threads, "-f", "null", "-", *taps[0].outputs(threads)]
     else:
-        detect += ["-map", "0:v:0", "-vf", detect_filter(params, trf), "-f", "null", "-"]
+        detect += ["-map", "0:v:0", "-vf", detect_filter(params, trf), *threads, "-f", "null", "-"]
     transform = common + ["-i", "file:" + str(src)]
     if taps:
         transform += ["-filter_complex", f"[0:v:0]{transform_filter(params, trf, odd=odd)},split=2[v][t];{taps[1].branches('t')}",
@@ -87,14 +98,14 @@ def commands(ffmpeg: str, src: Path, dest: Path, params: dict[str, Any], probe: 
     else:
         transform += ["-map", "0:v:0", "-vf", transform_filter(params, trf, odd=odd)]
     transform += [
-        "-map", "0:a:0?", "-c:v", "libx264", "-crf", str(params["crf"]), "-preset", params["preset"],
+        "-map", "0:a:0?", *threads, "-c:v", "libx264", "-crf", str(params["crf"]), "-preset", params["preset"],
         *audio_args(dest.suffix, probe.get("audio_codec") if probe.get("has_audio") else None),
     ]
     if dest.suffix in {".mp4", ".mov", ".m4v"}:
         transform += ["-movflags", "+faststart"]
     transform.append("file:" + str(dest))
     if taps:
-        transform += taps[1].outputs()
+        transform += taps[1].outputs(threads)
     return [detect, transform]
 
 
@@ -140,7 +151,7 @@ class StabilizeProcessor(Processor):
         """Run the ``detect`` or ``transform`` pass with the report's taps; where it fails with them, again without
         (the report makes its own pictures then: they are never worth the clip). The taps still in use."""
         index = ("detect", "transform").index(step)
-        argv = commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name, tapped)[index]
+        argv = commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name, tapped, ctx.cores)[index]
         try:
             ctx.run(argv, step=step, cwd=trf.parent)
             return tapped
@@ -153,8 +164,8 @@ class StabilizeProcessor(Processor):
                          str(exc)[-200:])
             for tap in tapped:
                 tap.discard()
-        ctx.run(commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name)[index], step=step,
-                cwd=trf.parent)
+        ctx.run(commands(self.ffmpeg, ctx.item.path, dest, self.params, ctx.item.probe, trf.name, cores=ctx.cores)[index],
+                step=step, cwd=trf.parent)
         return None
 
     @classmethod

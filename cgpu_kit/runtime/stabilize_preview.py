@@ -43,11 +43,12 @@ class Tap:
         return (f"[{label}]split=2[tg][ts];[tg]{grey_filter(self.w, self.h, self.every)}[grey];"
                 f"[ts]{strip_filter(self.duration)}[sheet]")
 
-    def outputs(self) -> list[str]:
-        """ffmpeg's output arguments writing them (after the pass's own output)."""
-        return ["-map", "[grey]", "-f", "rawvideo", "file:" + str(self.grey),
-                "-map", "[sheet]", "-frames:v", "1", "-q:v", "4", "-c:v", "mjpeg", "-f", "image2", "-update", "1",
-                "file:" + str(self.sheet)]
+    def outputs(self, threads: list[str] = ()) -> list[str]:
+        """ffmpeg's output arguments writing them (after the pass's own output); ``threads``: each output's
+        thread option, where the pass has one (stabilize.thread_options)."""
+        return ["-map", "[grey]", *threads, "-f", "rawvideo", "file:" + str(self.grey),
+                "-map", "[sheet]", *threads, "-frames:v", "1", "-q:v", "4", "-c:v", "mjpeg", "-f", "image2", "-update",
+                "1", "file:" + str(self.sheet)]
 
     def measured(self) -> dict[str, Any]:
         """The clip's sheet (a JPEG, base64) and its camera motion, from what the pass wrote."""
