@@ -49,12 +49,14 @@ def classify(call: dict) -> str:
     text = call["text"]
     if call["cmd"] == "copy":
         return "upload (copy)"
-    if "cgpu_kit.runtime.driver" in text:
-        return "launch"
     if "cgpu_kit.runtime.status" in text:
         return "poll"
-    if "/incoming" in text:
+    if ".landed" in text:  # verifies and unpacks the zips, then launches (a later batch's also checks first)
+        return "launch"
+    if "df -Pk" in text:  # folders, free space, what is there, the set-up marker (and the standby's start)
         return "check"
+    if "cgpu_kit.runtime.driver" in text:
+        return "launch"
     if "cgpu_kit_runtime" in text:
         return "set-up"
     if "exec(base64" in text:
@@ -186,10 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {size} | " + " | ".join(str(kind.get(k, 0)) for k in order) + " |")
     lines += ["", f"Single-clip jobs measured: {len(per_job)} (first {per_job[0][0]} calls / {per_job[0][1]:.0f} s, "
               f"later ones {mean_calls:.1f} calls / {mean_wall:.0f} s on average). "
-              "A batch's files travel together: one check (folders, free space, sizes and sha256, the set-up marker), "
-              "one copy of a zip of what is missing (the shipped cgpu_kit too on a fresh runtime), one command that "
-              "verifies, unpacks, sets up and launches; polls wait on the runtime up to 20 s and bring chunks and logs "
-              "inline, so they grow with the batch's duration, not its number of clips; then one cleanup."]
+              "A batch's files travel together: one check (folders, free space, sizes and sha256, the set-up marker; "
+              "it starts the batch's standby driver), then side by side one copy of a zip of what is missing (the "
+              "shipped cgpu_kit too on a fresh runtime) and one command that waits for it, verifies, unpacks, sets up "
+              "and launches; polls wait on the runtime up to 20 s for news and bring chunks and logs inline, so they "
+              "grow with the batch's duration, not its number of clips; the last one brings the end and moves the "
+              "batch's folder to the runtime's trash (no cleanup call). A later job on the same runtime folds the "
+              "check into its land command."]
     markdown = "\n".join(lines)
     print(markdown)
     if not args.no_write:

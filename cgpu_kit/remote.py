@@ -24,7 +24,7 @@ from typing import Any
 
 from .exceptions import CgpuKitError, ConnectionLostError, RemoteCommandError, RuntimeLostError
 from .runtime import layout
-from .transports.base import Transport, sh
+from .transports.base import CommandResult, Transport, sh
 from .util import file_sha256, last_json_line
 
 log = logging.getLogger(__name__)
@@ -129,14 +129,8 @@ class RemoteBatch:
             f"2>/dev/null; then echo launched; "
             f"else nohup {driver} </dev/null >>{layout.RUNTIME_LOG} 2>&1 & echo $! >{layout.PID}; echo launched; fi"
         )
-        held = self.held
-        if held.files:
-            files = [(local, remote) for remote, (local, _) in held.files.items()]
-            timeout = self.call_timeout + sum(t for _, t in held.files.values())
-            result = self.transport.send_batch(files, dirs=[self.path(layout.PARTS)], check_free=held.check_free,
-                                               then=cmd, timeout=timeout, ahead=ahead, need_bytes=held.need_bytes)
-            held.files.clear()
-            held.finished = None
+        if self.held.files:
+            result = self._send(cmd, ahead)
         else:
             result = self.transport.run(cmd, timeout=self.call_timeout)
         if result.exit_code == 3:
@@ -150,14 +144,18 @@ class RemoteBatch:
     def send_ahead(self, standby: str) -> None:
         """Send what is staged and start ``standby`` (:meth:`standby_command`) instead of launching: the batch
         waits on the runtime, its kernel warm, for the launch that claims it (lookahead.py)."""
+        self._send(f"{standby}; true").check("sending a part ahead")
+
+    def _send(self, then: str, ahead: str = "") -> CommandResult:
+        """Send the staged files (transport.send_batch), then run ``then`` on the runtime; forget them once sent."""
         held = self.held
         files = [(local, remote) for remote, (local, _) in held.files.items()]
         timeout = self.call_timeout + sum(t for _, t in held.files.values())
-        self.transport.send_batch(files, dirs=[self.path(layout.PARTS)], check_free=held.check_free,
-                                  then=f"{standby}; true", timeout=timeout,
-                                  need_bytes=held.need_bytes).check("sending a part ahead")
+        result = self.transport.send_batch(files, dirs=[self.path(layout.PARTS)], check_free=held.check_free,
+                                           then=then, timeout=timeout, ahead=ahead, need_bytes=held.need_bytes)
         held.files.clear()
         held.finished = None
+        return result
 
     def poll(self, since: int = 0, seen: set[str] | frozenset[str] = frozenset(), near: float = 0.0) -> dict[str, Any]:
         """The batch's status; ``seen``: the chunks already home (not waited for, not sent inline); ``near``:

@@ -121,7 +121,9 @@ class BatchSending:
     overlap_calls = False
     #: the runtime answered a call of this session: it is assigned, so calls side by side cannot assign two
     reached = False
-    poll_wait: float = 20.0
+    poll_wait: float
+    #: the land commands already sent without a check (a retry of one checks what arrived)
+    _folded: set[str]
 
     def run(self, command: str, *, timeout: float, abort: threading.Event | None = None) -> CommandResult:
         raise NotImplementedError  # provided by the transport (``abort``: stop waiting for the answer)
@@ -187,12 +189,11 @@ class BatchSending:
     def _may_fold(self, want: dict[str, tuple[int, str]], then: str) -> bool:
         """Whether this send may go without its check call: a batch's first try (a retry checks what arrived),
         on a runtime this session already reached and set up (not lost since), of files that all go in zips."""
-        tried = self.__dict__.setdefault("_folded", set())
-        if not (self.overlap_calls and self.reached and want) or self._setup_unknown or then in tried:
+        if not (self.overlap_calls and self.reached and want) or self._setup_unknown or then in self._folded:
             return False
         if sum(size for size, _ in want.values()) > self.copy_piece_bytes:
             return False
-        tried.add(then)
+        self._folded.add(then)
         return True
 
     def _send_folded(self, files: list[tuple[Path, str]], want: dict[str, tuple[int, str]], dirs: Sequence[str],

@@ -102,6 +102,7 @@ class ShellRuntimeTransport(BatchSending, Transport):
         self.copy_piece_bytes = int(env_float("CGPU_KIT_COPY_PIECE_BYTES", 48 << 20))
         self.calls = 0
         self._bundle: Bundle | None = None
+        self._folded: set[str] = set()
 
     @staticmethod
     def _absolute(path: str) -> str:
