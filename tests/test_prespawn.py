@@ -65,6 +65,8 @@ def test_when_adopted_then_the_kernel_keeps_the_connection_file_it_read_and_runs
     work.mkdir()
     pre = prespawn.spawn(work, "python3")
     assert pre is not None
+    assert Path(pre.connection_file).parent == work  # a driver killed now leaves it to go with the folder
+    assert Path(pre.connection_file).stat().st_mode & 0o077 == 0  # its key readable by its owner only
     read_at_start = Path(pre.connection_file).read_text()
 
     km = kernel.start(work, "python3", pre)

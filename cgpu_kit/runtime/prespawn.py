@@ -100,7 +100,7 @@ def spawn(work_dir: Path, kernel_name: str) -> Prespawned | None:
         if found is None:
             return None
         spec, resource_dir = found
-        connection_file = _write_connection_file(kernel_name)
+        connection_file = _write_connection_file(kernel_name, work_dir)
         ns = {"connection_file": os.path.realpath(connection_file), "prefix": sys.prefix,
               "resource_dir": resource_dir, "cwd": str(work_dir)}
         argv = [os.path.expanduser(re.sub(r"\{([A-Za-z0-9_]+)\}", lambda m: ns.get(m.group(1), m.group()), a))
@@ -133,9 +133,11 @@ def discard(pre: Prespawned) -> None:
     Path(pre.connection_file).unlink(missing_ok=True)
 
 
-def _write_connection_file(kernel_name: str) -> str:
-    """A connection file as jupyter_client's KernelManager writes one (a temporary file, mode 0600): free tcp
-    ports on localhost, a random key, hmac-sha256, and no CurveZMQ keys (transport encryption stays off)."""
+def _write_connection_file(kernel_name: str, folder: Path) -> str:
+    """A connection file as jupyter_client's KernelManager writes one (mode 0600): free tcp ports on localhost,
+    a random key, hmac-sha256, and no CurveZMQ keys (transport encryption stays off). It is written in the
+    batch's work folder, so that a driver killed before it could remove it leaves it there, to go with the
+    folder, rather than in a temporary folder for good."""
     sockets = []
     for _ in _PORTS:
         sock = socket.socket()
@@ -147,7 +149,7 @@ def _write_connection_file(kernel_name: str) -> str:
         sock.close()
     info = {**dict(zip(_PORTS, ports)), "ip": "127.0.0.1", "key": str(uuid.uuid4()), "transport": "tcp",
             "signature_scheme": "hmac-sha256", "kernel_name": kernel_name}
-    fd, path = tempfile.mkstemp(suffix=".json", prefix="kernel-")
+    fd, path = tempfile.mkstemp(suffix=".json", prefix="kernel-", dir=folder)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=2)
     return path
