@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..util import read_jsonl
 from . import layout
+from .tally import ResultsTally
 
 
 def _alive(pid_file: Path) -> bool:
@@ -45,7 +45,9 @@ def _alive(pid_file: Path) -> bool:
         return True
 
 
-def status(work_dir: Path, since: int = 0) -> dict[str, Any]:
+def status(work_dir: Path, since: int = 0, tally: ResultsTally | None = None) -> dict[str, Any]:
+    """How the batch in ``work_dir`` stands, with its item records after the first ``since``. ``tally``: the
+    batch's results as read by an earlier look (a poll that looks again), to take in only what is new."""
     if not work_dir.is_dir():
         return {"state": "absent"}
     out: dict[str, Any] = {}
@@ -64,12 +66,13 @@ def status(work_dir: Path, since: int = 0) -> dict[str, Any]:
             out["progress"] = json.loads(progress.read_text())
         except json.JSONDecodeError:
             pass
-    records = read_jsonl(work_dir / layout.RESULTS)
-    out["results_count"] = len(records)
-    took = [rec["timings"]["total"] for rec in records if rec.get("status") == "done" and (rec.get("timings") or {}).get("total")]
-    if took:
-        out["item_seconds"] = sum(took) / len(took)
-    out["results"] = records[since:]
+    if tally is None or since < tally.keep_from:
+        tally = ResultsTally(work_dir / layout.RESULTS, since)
+    tally.read()
+    out["results_count"] = tally.count
+    if tally.item_seconds is not None:
+        out["item_seconds"] = tally.item_seconds
+    out["results"] = tally.records(since)
     ready = {}
     for meta in sorted((work_dir / layout.READY).glob("out_*.json")):
         try:
@@ -159,8 +162,9 @@ def wait_for_news(work_dir: Path, since: int, wait: float, skip: set[str], near:
     (:data:`TAIL_SECONDS`) for the batch's end."""
     deadline = time.monotonic() + wait
     tail: float | None = None
+    tally = ResultsTally(work_dir / layout.RESULTS, since)
     while True:
-        answer = status(work_dir, since)
+        answer = status(work_dir, since, tally)
         running = answer["state"] == "running"
         if running and near_end(answer, near):
             answer["near"] = True

@@ -7,7 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from ..exceptions import CallTimeoutError, MissingDependencyError, RemoteCommandError
 from ..requirements import Requirements
@@ -34,6 +36,9 @@ class LocalTransport(Transport):
         super().__init__(remote_root or default_local_root())
         Path(self.remote_root).mkdir(parents=True, exist_ok=True)
         self.python = sys.executable
+        #: each running batch's results as read by its last poll (runtime/tally.py), until it has finished
+        self._tallies: dict[str, Any] = {}
+        self._tallies_lock = threading.Lock()
 
     def run(self, command: str, *, timeout: float) -> CommandResult:
         proc = subprocess.Popen(
@@ -68,10 +73,21 @@ class LocalTransport(Transport):
         return self.run(command, timeout=30).ok
 
     def read_status(self, work_dir: str, since: int) -> dict:
-        """Read in this process: polling costs no interpreter start, so the local runtime can poll often."""
+        """Read in this process: polling costs no interpreter start, so the local runtime can poll often, and
+        each poll reads only the results added since the last one."""
+        from ..runtime import layout
         from ..runtime.status import status
+        from ..runtime.tally import ResultsTally
 
-        return status(Path(work_dir), since)
+        with self._tallies_lock:  # one look at a time: a tally is not shared between threads
+            tally = self._tallies.get(work_dir)
+            if tally is None or since < tally.keep_from:
+                tally = self._tallies[work_dir] = ResultsTally(Path(work_dir) / layout.RESULTS, since)
+            answer = status(Path(work_dir), since, tally)
+            if answer["state"] not in ("running", "uploaded"):  # over or gone: a later look reads it afresh
+                self._tallies.pop(work_dir, None)
+            tally.drop_before(since)  # the poller has those
+        return answer
 
     def setup(self, requirements: Requirements, *, timeout: float) -> None:
         missing = [m for m in requirements.modules if importlib.util.find_spec(m) is None]
