@@ -259,6 +259,14 @@ class RemoteBatch:
 
     def remove(self) -> None:
         """Remove the work folder, unless the final poll already moved it away (then the runtime removes it)."""
-        if self.held.tidied is None:
-            self.transport.run(sh("rm", "-rf", "--", self.work_dir), timeout=self.call_timeout).check("removing the work folder")
+        try:
+            if self.held.tidied is None:
+                self.transport.run(sh("rm", "-rf", "--", self.work_dir), timeout=self.call_timeout).check(
+                    "removing the work folder")
+        finally:
+            self.forget()
+
+    def forget(self) -> None:
+        """Let go of what this process holds of the batch (staged files, inline data, its final status: a
+        batch's item records): the job is over, whether or not its folder could be removed."""
         _HELD.pop((self.transport.key, self.work_dir), None)

@@ -8,6 +8,7 @@ failure) is not. The waits sleep on the manager's clock, so tests assert them wi
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class RetryingTransport(Transport):
         self.shares_files = inner.shares_files
         self.remote_root = inner.remote_root
         self.retries = 0
+        self._retries_lock = threading.Lock()  # calls go side by side (a copy beside its land, tidying, lookahead)
 
     @property
     def key(self) -> str:
@@ -71,7 +73,8 @@ class RetryingTransport(Transport):
         for attempt in self.policy.retrying(self.clock):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
-                    self.retries += 1
+                    with self._retries_lock:
+                        self.retries += 1
                 return fn(*args, **kwargs)
 
     def run(self, command: str, *, timeout: float) -> CommandResult:

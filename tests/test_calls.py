@@ -17,6 +17,7 @@ import pytest
 from conftest import named_clips
 
 from cgpu_kit.jobs.stabilize import StabilizeJob
+from cgpu_kit import remote
 from cgpu_kit.manager import CGPUJobManager, RetryPolicy
 from cgpu_kit.results import ItemStatus, JobStatus
 from cgpu_kit.runtime import layout, status
@@ -72,7 +73,7 @@ def test_when_a_queue_of_two_jobs_runs_on_one_runtime_then_it_is_set_up_once_and
         stand_in, shaky_clip, tmp_path):
     clips = named_clips(shaky_clip, tmp_path / "in", [f"c{n}.mp4" for n in range(11)], **CLIP)
     manager = CGPUJobManager()
-    before = len(stand_in.calls())
+    before, held_before = len(stand_in.calls()), set(remote._HELD)
     first = StabilizeJob(clips[:1], tmp_path / "q1", backend="cgpu", preset="ultrafast")
     second = StabilizeJob(clips[1:], tmp_path / "q2", backend="cgpu", preset="ultrafast")
     manager.submit(first)
@@ -93,6 +94,7 @@ def test_when_a_queue_of_two_jobs_runs_on_one_runtime_then_it_is_set_up_once_and
     assert "standby driver claimed" in (results[1].remote_log or ""), results[1].remote_log
     assert "standby driver" not in (results[0].remote_log or ""), results[0].remote_log
     assert next(iter(manager.sessions.values())).setups == 1
+    assert not set(remote._HELD) - held_before  # nothing of the two batches (their records, inline data) stays held in this process
 
     # a new process meets the runtime set up: the set-up is checked in the batch's first call, not redone
     CGPUJobManager.reset()

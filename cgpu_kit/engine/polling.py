@@ -161,6 +161,8 @@ def cleanup(job: CGPUJob, transport: Transport | None) -> None:
     except OSError as exc:  # a full disk: the job's state stays, and the next run picks it up
         log.warning("job %s: could not tidy its state in %s: %s", job.job_id, job.state_dir, exc)
     finally:
+        if transport is not None:
+            job.remote(transport).forget()
         job.release_output()
 
 
