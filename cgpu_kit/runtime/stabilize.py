@@ -69,8 +69,8 @@ def audio_args(suffix: str, codec: str | None) -> list[str]:
 
 def thread_options(cores: int | None) -> tuple[list[str], list[str]]:
     """ffmpeg's options keeping a pass to ``cores`` threads: (global ones, those of each input and output); none
-    for None (ffmpeg's own choice: threads for every core, each decoder, filter graph and encoder). Clips side by
-    side on a core each went 10 % faster so than each with its own threads for every core (bench/RESULTS.md)."""
+    for None (ffmpeg's own choice: threads for every core in each decoder, filter graph and encoder). Two clips
+    side by side on 2 cores went 10 % faster with a thread each than with ffmpeg's own choice (bench/RESULTS.md)."""
     if not cores:
         return [], []
     n = str(cores)
