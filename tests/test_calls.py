@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import named_clips
 
-from cgpu_kit.jobs.stabilize import StabilizeJob
 from cgpu_kit import remote
+from cgpu_kit.jobs.stabilize import StabilizeJob
 from cgpu_kit.manager import CGPUJobManager, RetryPolicy
 from cgpu_kit.results import ItemStatus, JobStatus
 from cgpu_kit.runtime import layout, status

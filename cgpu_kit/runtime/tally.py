@@ -50,7 +50,7 @@ class ResultsTally:
             del self.kept[:since - self.keep_from]
             self.keep_from = since
 
-    def read(self) -> "ResultsTally":
+    def read(self) -> ResultsTally:
         """Take in what was appended since the last read."""
         try:
             with open(self.path, "rb") as f:
