@@ -108,10 +108,17 @@ class RemoteBatch:
             flags += ["--preload", json.dumps(preload, separators=(",", ":"), default=str)]
         driver = self._python("cgpu_kit.runtime.driver", w, "--standby", *flags)
         alive = 'kill -0 "$(cat {} 2>/dev/null)" 2>/dev/null'
+        start = f"{{ nohup {driver} </dev/null >>{layout.RUNTIME_LOG} 2>&1 & echo $! >{layout.STANDBY}; }}"
+        if after:  # handed to the driver of the part before, while it runs (runtime/handover.py); else our own
+            def there(name: str) -> str:
+                return sh(layout.join(after, name))
+
+            start = (f"{{ ( flock 9 && [ ! -e {there(layout.NEXT_CLOSED)} ] && p=$(cat {there(layout.PID)} 2>/dev/null) "
+                     f"&& [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && printf '%s\\n' {sh(w)} >>{there(layout.NEXT)} "
+                     f"&& echo \"$p\" >{layout.STANDBY} ) 9>>{there(layout.NEXT_LOCK)} || {start}; }}")
         return (
             f"( mkdir -p -- {sh(w)} && cd -- {sh(w)} && [ ! -f {layout.STATUS} ] && ! {alive.format(layout.PID)} "
-            f"&& ! {alive.format(layout.STANDBY)} && {{ nohup {driver} </dev/null >>{layout.RUNTIME_LOG} 2>&1 & "
-            f"echo $! >{layout.STANDBY}; }} ) >/dev/null 2>&1"
+            f"&& ! {alive.format(layout.STANDBY)} && {start} ) >/dev/null 2>&1"
         )
 
     def launch(self, ahead: str = "") -> str:

@@ -280,11 +280,16 @@ def test_a_runtimes_next_part_is_sent_while_its_part_ends_and_each_item_still_ru
     assert sorted(processed(counter)) == sorted(p.name for p in inputs)  # each item processed once
     assert sorted(delivered(tmp_path / "o")) == sorted(p.stem for p in inputs)  # and delivered once
     # two rounds (3 items each, then 1): each runtime's second part went while its first was ending, and ran
-    # on the standby driver that sending started (claimed by the launch, or started by itself at the end)
+    # in the driver and kernel of its first (handed over: runtime/handover.py), or, where the first had ended
+    # before it came, on a standby driver of its own
     ahead = [r.getMessage() for r in caplog.records if "sent ahead" in r.getMessage()]
     assert len(ahead) == 2, ahead
     logs = [p.read_text() for p in (tmp_path / "o" / "_cgpu_kit").glob(f"job_{result.job_id}p*/runtime.log")]
-    assert sum("standby driver claimed" in log for log in logs) == 2, logs
+    handed = sum("handed over by the part before it" in log for log in logs)
+    assert handed + sum("standby driver claimed" in log for log in logs) == 2, logs
+    kernels = {label: {i.metadata["pid"] for i in result.items if i.metadata["runtime"] == label}
+               for label in result.metadata["runtimes"]}
+    assert sum(len(pids) == 1 for pids in kernels.values()) == handed, kernels  # a part handed over: one kernel
     assert [p for r in ("a", "b") for p in (fake_cgpu.root / r).glob(f"job_{result.job_id}*")] == []
 
 

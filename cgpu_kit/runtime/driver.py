@@ -8,10 +8,15 @@ A SIGTERM (or a ``cancel`` file) asks the item loop to stop after it has zipped 
 ``python -m cgpu_kit.runtime.driver WORK_DIR --standby [--warm MODULE]... [--preload JSON]`` starts the same
 driver ahead of its batch and waits to be claimed by the launch (standby.py); the kernel is started by the driver
 itself (kernel.py).
+
+A part of the same batch sent ahead to this runtime while this one runs may be handed to this driver
+(handover.py): once its own part is over, the driver runs that one too, in the same kernel, with its output
+in that part's ``runtime.log``.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -20,9 +25,10 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..util import write_json
-from . import kernel, layout, prespawn, standby
+from . import handover, kernel, layout, prespawn, standby
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,8 +50,40 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     else:
         (work_dir / layout.PID).write_text(str(os.getpid()))
+    current = [work_dir]  # the part the SIGTERM handler cancels
+    signal.signal(signal.SIGTERM, lambda *_: (current[0] / layout.CANCEL).touch())
+    fresh = "--standby" not in argv[1:]  # no kernel launched ahead yet
+    handed: collections.deque[Path] = collections.deque()  # parts handed to this driver (handover.py)
+    try:
+        while True:
+            status, km = _run_part(work_dir, km, fresh)
+            handed.extend(handover.close(work_dir))  # no part is handed over to this one after this
+            write_json(work_dir / layout.STATUS, status)  # the part is over: said before anything else (0.1 s)
+            ended_well = status["exit_code"] == 0 and not status.get("cancelled")
+            following = None
+            while handed and following is None:  # a part not taken is left to its launch
+                part = handed.popleft()
+                following = part if handover.claim(part, ended_well) else None
+            if following is None:
+                return int(status["exit_code"])
+            work_dir, fresh = following, False
+            current[0] = work_dir
+            kernel.close_stray_clients()
+            os.chdir(work_dir)  # the part before's folder goes away once its final poll has it all
+            _log_to(work_dir)
+            if km is not None and not kernel.move(km, work_dir):
+                kernel.stop(km)
+                km = None
+    finally:
+        if current[0] != Path(argv[0]).resolve():  # it ran a part handed over: its clients were not collected yet
+            kernel.close_stray_clients()
+        kernel.stop(km)
+
+
+def _run_part(work_dir: Path, km: Any, fresh: bool) -> tuple[dict[str, Any], Any]:
+    """Run the template of the part in ``work_dir`` in ``km`` (started here where None: launched ahead of
+    jupyter_client when ``fresh``); its status (not yet written) and the kernel it ran in."""
     (work_dir / layout.STATUS).unlink(missing_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: (work_dir / layout.CANCEL).touch())
     job = json.loads((work_dir / layout.JOB_FILE).read_text())
     started = time.time()
     status = {"exit_code": 0, "error": None, "started": started}
@@ -55,33 +93,41 @@ def main(argv: list[str] | None = None) -> int:
         km = None
     if km is None:
         # launched before jupyter_client is imported (prespawn.py): its boot overlaps that import
-        pre = None if "--standby" in argv[1:] else prespawn.spawn(work_dir, kernel_name)
+        pre = prespawn.spawn(work_dir, kernel_name) if fresh else None
         km = kernel.start(work_dir, kernel_name, pre)
     try:
-        try:
-            _skip_slow_imports()
-            import papermill
+        _skip_slow_imports()
+        import papermill
 
-            papermill.execute_notebook(
-                str(work_dir / layout.TEMPLATE), str(work_dir / layout.EXECUTED),
-                parameters={
-                    "work_dir": str(work_dir), "params": job["params"], "processor": job.get("processor", ""),
-                    "item_timeout": float(job["item_timeout"]), "workers": int(job.get("workers", 0)),
-                },
-                cwd=str(work_dir), kernel_name=kernel_name, progress_bar=False, km=km,
-                log_output=True, request_save_on_cell_execute=True,
-                execution_timeout=math.ceil(job["timeout"]) if job.get("timeout") else None,  # nbclient takes whole seconds
-            )
-        except Exception as exc:  # the executed notebook is already written by papermill
-            # a failed cell: its exception's own name and message, not the whole formatted traceback
-            error = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", None) else f"{type(exc).__name__}: {exc}"
-            status.update(exit_code=1, error=error[-4000:])
-            logging.getLogger("cgpu_kit.runtime").error("template failed: %s", exc)
-        status.update(ended=time.time(), cancelled=(work_dir / layout.CANCEL).exists())
-        write_json(work_dir / layout.STATUS, status)  # the batch is over: said before the kernel's shutdown (0.1 s)
-    finally:
-        kernel.stop(km)
-    return int(status["exit_code"])
+        papermill.execute_notebook(
+            str(work_dir / layout.TEMPLATE), str(work_dir / layout.EXECUTED),
+            parameters={
+                "work_dir": str(work_dir), "params": job["params"], "processor": job.get("processor", ""),
+                "item_timeout": float(job["item_timeout"]), "workers": int(job.get("workers", 0)),
+            },
+            cwd=str(work_dir), kernel_name=kernel_name, progress_bar=False, km=km,
+            log_output=True, request_save_on_cell_execute=True,
+            execution_timeout=math.ceil(job["timeout"]) if job.get("timeout") else None,  # nbclient takes whole seconds
+        )
+    except Exception as exc:  # the executed notebook is already written by papermill
+        # a failed cell: its exception's own name and message, not the whole formatted traceback
+        error = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", None) else f"{type(exc).__name__}: {exc}"
+        status.update(exit_code=1, error=error[-4000:])
+        logging.getLogger("cgpu_kit.runtime").error("template failed: %s", exc)
+    status.update(ended=time.time(), cancelled=(work_dir / layout.CANCEL).exists())
+    return status, km
+
+
+def _log_to(work_dir: Path) -> None:
+    """This process's output (its log lines, papermill's) from now on in ``work_dir``'s runtime.log."""
+    fd = os.open(work_dir / layout.RUNTIME_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    logging.getLogger("cgpu_kit.runtime").info("handed over by the part before it on this runtime: run in its "
+                                               "driver and kernel (process %d)", os.getpid())
 
 
 def _after(argv: list[str]) -> Path | None:

@@ -119,3 +119,40 @@ def warm(km: Any, modules: list[str], preload: str | None = None) -> Callable[[]
     except Exception as exc:  # a slow or odd kernel: the template imports them itself
         log.info("kernel not warmed (%s)", exc)
     return kc.stop_channels
+
+
+def move(km: Any, work_dir: Path) -> bool:
+    """Have the kernel (a part's, handed the next part: handover.py) work in ``work_dir`` from now on, as a
+    kernel started there would; False where it no longer answers (the caller then starts another)."""
+    from jupyter_core.utils import run_sync
+
+    if not run_sync(km.is_alive)():
+        return False
+    kc = km.client()
+    kc.start_channels()
+    try:
+        run_sync(kc.wait_for_ready)(timeout=30)
+        reply = run_sync(kc.execute_interactive)(f"import os as _os; _os.chdir({str(work_dir)!r}); del _os",
+                                                 silent=True, store_history=False, timeout=30)
+        return reply["content"]["status"] == "ok"
+    except Exception as exc:
+        log.warning("the kernel of the part before did not take the next part (%s); starting one", exc)
+        return False
+    finally:
+        kc.stop_channels()
+
+
+def close_stray_clients() -> None:
+    """Close the channels of the kernel clients papermill left open: nbclient leaves its client connected to a
+    kernel it did not start (ours), which matters once the kernel runs a next part (handover.py): each part would
+    leave one more client with open sockets, each warning when collected."""
+    import gc
+
+    from jupyter_client.client import KernelClient
+
+    for obj in gc.get_objects():
+        if isinstance(obj, KernelClient) and obj.channels_running:
+            try:
+                obj.stop_channels()
+            except Exception:  # only tidying
+                pass

@@ -16,6 +16,11 @@ PID = "pid"
 #: a standby driver (kernel started, papermill imported) waiting for its batch; launching renames it to PID
 STANDBY = "standby.pid"
 CANCEL = "cancel"
+#: the work folders of the parts handed to this batch's driver, to run in its kernel once it ends (handover.py),
+#: written under a lock on NEXT_LOCK while NEXT_CLOSED (made by the driver as its part ends) is absent
+NEXT = "next"
+NEXT_LOCK = "next.lock"
+NEXT_CLOSED = "next.closed"
 PARTS = "parts"
 INPUTS = "in"
 OUTPUTS = "out"
