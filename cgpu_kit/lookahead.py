@@ -3,13 +3,14 @@
 Through a Colab client every part pays its calls (a copy and a land, a second or more each) and a driver's
 and kernel's start before its first item. A worker whose part is nearly done (what is left of it would take
 about as long as a part's overhead, measured; the runtime's poll says when, from the time its items took)
-takes its next part from the queue then, sends its files and starts its standby driver beside the running
-part; when the part ends, the next one's launch is one call
-that claims a driver whose kernel is warm. The next part is taken only that near the end, so a slow runtime
-does not hold items a free one could take.
+takes its next part from the queue then and sends its files; the part is handed to the running part's
+driver, which runs it in the same kernel the moment the running part ends well (runtime/handover.py), or,
+where the running part has ended already, gets a standby driver that starts itself. The next part's launch
+then finds it running. The next part is taken only that near the end, so a slow runtime does not hold items
+a free one could take.
 
 A part sent ahead that is not run (the runtime dropped, the batch cancelled) gives its items back to the
-queue, and its standby driver is stopped.
+queue, and it is cancelled on the runtime (its standby given back, whichever driver holds it).
 """
 
 from __future__ import annotations
