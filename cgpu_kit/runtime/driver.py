@@ -114,6 +114,9 @@ def _run_part(work_dir: Path, km: Any, fresh: bool) -> tuple[dict[str, Any], Any
         error = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", None) else f"{type(exc).__name__}: {exc}"
         status.update(exit_code=1, error=error[-4000:])
         logging.getLogger("cgpu_kit.runtime").error("template failed: %s", exc)
+    except BaseException:  # interrupted: a kernel started here is not yet the caller's to stop
+        kernel.stop(km)
+        raise
     status.update(ended=time.time(), cancelled=(work_dir / layout.CANCEL).exists())
     return status, km
 
