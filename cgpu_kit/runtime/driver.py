@@ -59,11 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             status, km = _run_part(work_dir, km, fresh)
             handed.extend(handover.close(work_dir))  # no part is handed over to this one after this
             write_json(work_dir / layout.STATUS, status)  # the part is over: said before anything else (0.1 s)
-            ended_well = status["exit_code"] == 0 and not status.get("cancelled")
             following = None
             while handed and following is None:  # a part not taken is left to its launch
                 part = handed.popleft()
-                following = part if handover.claim(part, ended_well) else None
+                following = part if handover.claim(part, standby.ended_well(status)) else None
             if following is None:
                 return int(status["exit_code"])
             work_dir, fresh = following, False

@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 from . import layout
+from .standby import claimed
 
 
 def close(work_dir: Path) -> list[Path]:
@@ -48,20 +49,17 @@ def claim(part: Path, ended_well: bool) -> bool:
     not cancelled, and the part itself not cancelled) or by a launch that came first. A part not taken has
     its ``standby.pid`` moved away, so that its launch starts a driver for it."""
     mine = str(os.getpid())
-    standby, pid = part / layout.STANDBY, part / layout.PID
-    if _reads(standby) == mine:
+    standby = part / layout.STANDBY
+    try:
+        waiting = standby.read_text().strip() == mine
+    except OSError:
+        waiting = False
+    if waiting:
         try:
             if ended_well and not (part / layout.CANCEL).exists():
-                os.rename(standby, pid)  # as a launch claims a standby: one atomic step
+                os.rename(standby, part / layout.PID)  # as a launch claims a standby: one atomic step
                 return True
             os.replace(standby, part / f"{layout.STANDBY}.expired")
         except OSError:  # a launch or a discard renamed it first
             pass
-    return _reads(pid) == mine
-
-
-def _reads(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
+    return claimed(part, mine)

@@ -54,7 +54,7 @@ def wait(work_dir: Path, warm: list[str], preload: str | None, before_papermill:
 def _wait_for_claim(work_dir: Path, km: Any, stop: list[bool], after: Path | None = None) -> tuple[bool, Any]:
     limit = float(os.environ.get("CGPU_KIT_STANDBY_SECONDS") or STANDBY_SECONDS)
     mine, deadline, seen = str(os.getpid()), time.monotonic() + limit, False
-    while not _claimed(work_dir, mine):
+    while not claimed(work_dir, mine):
         if after is not None and _ended_well(after) and not (work_dir / layout.CANCEL).exists():
             try:  # claim ourselves, as a launch would (one atomic rename: a launch or a discard may come first)
                 os.rename(work_dir / layout.STANDBY, work_dir / layout.PID)
@@ -70,7 +70,7 @@ def _wait_for_claim(work_dir: Path, km: Any, stop: list[bool], after: Path | Non
                     os.replace(work_dir / layout.STANDBY, work_dir / f"{layout.STANDBY}.expired")
                 except FileNotFoundError:
                     gone = True
-            if gone and _claimed(work_dir, mine, wait=1.0):
+            if gone and claimed(work_dir, mine, wait=1.0):
                 break
             log.info("standby driver not claimed; stopping")
             kernel.stop(km)
@@ -81,6 +81,11 @@ def _wait_for_claim(work_dir: Path, km: Any, stop: list[bool], after: Path | Non
     return True, km
 
 
+def ended_well(status: dict[str, Any]) -> bool:
+    """Whether a batch's status (``status.json``) says it ended well: exit 0, not cancelled."""
+    return status.get("exit_code") == 0 and not status.get("cancelled")
+
+
 def _ended_well(work_dir: Path) -> bool:
     """Whether the batch of ``work_dir`` (or of where its final poll moved it) ended, not cancelled, exit 0."""
     for folder in (work_dir, work_dir.parent.joinpath(*layout.TRASH, work_dir.name)):
@@ -88,12 +93,13 @@ def _ended_well(work_dir: Path) -> bool:
             status = json.loads((folder / layout.STATUS).read_text())
         except (OSError, ValueError):
             continue
-        return status.get("exit_code") == 0 and not status.get("cancelled")
+        return ended_well(status)
     return False
 
 
-def _claimed(work_dir: Path, mine: str, wait: float = 0.0) -> bool:
-    """Whether the launch renamed our ``standby.pid`` to ``pid`` (waiting up to ``wait`` s to see it)."""
+def claimed(work_dir: Path, mine: str, wait: float = 0.0) -> bool:
+    """Whether ``work_dir``'s ``pid`` names process ``mine``: a launch renamed its ``standby.pid`` to ``pid``
+    (waiting up to ``wait`` s to see it)."""
     until = time.monotonic() + wait
     while True:
         try:
