@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +41,9 @@ class Copies(threading.Thread):
     def run(self) -> None:
         try:
             for path, entry in self.zips:
-                said = self.transport._send_one(path, entry["path"], deadline=self.deadline)
+                sent = self.transport._send_one(path, entry["path"], deadline=self.deadline)
                 log.info("sent %d file(s) in one copy (%.1f MB)", len(entry["members"]), entry["size"] / 1e6)
-                if said_failure(said):
+                if not sent.ok:
                     timer = threading.Timer(COPY_GRACE, self.failed.set)
                     timer.daemon = True
                     timer.start()
@@ -58,9 +57,3 @@ class Copies(threading.Thread):
         self.join()
         if self.error is not None:
             raise self.error
-
-
-def said_failure(said: str) -> bool:
-    """Whether a client's answer to a copy (``... exit N ...``) reports a failure (what arrived is checked)."""
-    m = re.search(r"\bexit (-?\d+)", said)
-    return m is not None and m.group(1) != "0"

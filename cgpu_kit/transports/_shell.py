@@ -30,7 +30,7 @@ from ..requirements import Requirements
 from ..util import file_sha256
 from ..util import kill_group as util_kill_group
 from ._cgpu_send import BatchSending
-from .base import Transport, sh
+from .base import CommandResult, Transport, sh
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -116,13 +116,14 @@ class ShellRuntimeTransport(BatchSending, Transport):
     def runtime_env(self) -> dict[str, str]:
         return {"PYTHONPATH": posixpath.join(self.home, "lib")}
 
-    def _send_one(self, local: Path, remote: str, *, deadline: float) -> str:
-        """One upload by the client, unverified (a refusal for good raises); returns what the client said."""
+    def _send_one(self, local: Path, remote: str, *, deadline: float) -> CommandResult:
+        """One upload by the client, unverified (a refusal for good raises): the client's exit code and what it
+        said (for messages)."""
         raise NotImplementedError
 
     def _copy(self, local: Path, remote: str, want: tuple[int, str], *, deadline: float) -> None:
         """One upload by the client, verified on the runtime afterwards (see :meth:`_verify`)."""
-        said = self._send_one(local, remote, deadline=deadline)
+        said = self._send_one(local, remote, deadline=deadline).output
         self._verify(local, remote, want, deadline=deadline, said=said)
 
     # -- uploads ----------------------------------------------------------------------------------------------

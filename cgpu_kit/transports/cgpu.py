@@ -287,7 +287,7 @@ class CgpuTransport(Downloads, ShellRuntimeTransport):
             )
         return CommandResult(frame.exit_code, "\n".join(frame.lines))
 
-    def _send_one(self, local: Path, remote: str, *, deadline: float) -> str:
+    def _send_one(self, local: Path, remote: str, *, deadline: float) -> CommandResult:
         """One ``cgpu copy``; its exit status is not trusted either way (the caller verifies what arrived)."""
         call = self._invoke(["copy", str(local.absolute()), remote], timeout=max(deadline - time.monotonic(), 1.0))
         if call.exit_code != 0:
@@ -297,4 +297,5 @@ class CgpuTransport(Downloads, ShellRuntimeTransport):
                     raise CallRefusedError(f"cgpu copy of {local.name} to {remote} was refused: {said[:500]} ({advice})",
                                            output="\n".join(call.stdout + call.stderr))
             log.info("cgpu copy of %s reported failure; what arrived is checked", local.name)
-        return f"cgpu copy exit {call.exit_code}{': ' + call.stderr_tail() if call.stderr else ''}"
+        return CommandResult(call.exit_code,
+                             f"cgpu copy exit {call.exit_code}{': ' + call.stderr_tail() if call.stderr else ''}")

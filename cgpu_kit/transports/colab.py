@@ -297,12 +297,12 @@ class ColabTransport(ShellRuntimeTransport):
                 output="\n".join(body))
         return CommandResult(int(status), "\n".join(body))
 
-    def _send_one(self, local: Path, remote: str, *, deadline: float) -> str:
+    def _send_one(self, local: Path, remote: str, *, deadline: float) -> CommandResult:
         """One ``colab upload``; the caller verifies what arrived."""
         call = self._session_call(["upload", "--", str(local.absolute()), remote],
                                   timeout=max(deadline - time.monotonic(), 30.0), done="[colab] Uploaded ")
         self._refused(call, f"colab upload of {local.name} to {remote}")
-        return f"colab upload exit {call.exit_code}: {call.said[-300:]}"
+        return CommandResult(call.exit_code, f"colab upload exit {call.exit_code}: {call.said[-300:]}")
 
     @staticmethod
     def _refused(call: _Call, what: str) -> None:
