@@ -203,9 +203,8 @@ class BatchSending:
         (the batch refused there, nothing landed, when it is short of ``need_bytes``), the standby started, the
         set-up marker checked (nothing landed when it is missing: the careful path sends the set-up), then the
         zips awaited, checked and landed."""
-        root = self.remote_root
-        folders = sorted({*dirs, root, posixpath.join(self.home, "incoming"), *(posixpath.dirname(r) for _, r in files)})
-        prelude = [f"mkdir -p -- {sh(*folders)} || exit 1", f"d=$(df -Pk -- {sh(root)} | tail -n 1); printf 'D %s\\n' \"$d\""]
+        prelude = [self._make_folders(dirs, [r for _, r in files]),
+                   f"d=$(df -Pk -- {sh(self.remote_root)} | tail -n 1); printf 'D %s\\n' \"$d\""]
         if need_bytes:
             need_kib = -(-need_bytes // 1024)
             prelude.append(f"f=$(printf '%s\\n' \"$d\" | awk '{{print $4}}'); "
@@ -240,13 +239,16 @@ class BatchSending:
             test += f" && grep -qF {sh(self._bundle.sha256)} {sh(posixpath.join(self.home, 'ready.json'))} 2>/dev/null"
         return f"if {test}; then {ahead}; fi"
 
+    def _make_folders(self, dirs: Sequence[str], remotes: Sequence[str]) -> str:
+        """The shell line that makes ``dirs``, the remote root, the incoming folder and ``remotes``' folders."""
+        folders = {*dirs, self.remote_root, posixpath.join(self.home, "incoming"), *map(posixpath.dirname, remotes)}
+        return f"mkdir -p -- {sh(*sorted(folders))} || exit 1"
+
     def _check(self, remotes: list[str], dirs: Sequence[str], marker: bool, *, ahead: str = "",
                timeout: float, forget: Sequence[str] = ()) -> tuple[dict[str, tuple[int, str]], int | None, str | None]:
-        root = self.remote_root
-        folders = sorted({*dirs, root, posixpath.join(self.home, "incoming"), *(posixpath.dirname(r) for r in remotes)})
-        lines = [f"mkdir -p -- {sh(*folders)} || exit 1", *([ahead] if ahead else []),
+        lines = [self._make_folders(dirs, remotes), *([ahead] if ahead else []),
                  *([f"rm -f -- {sh(*forget)}"] if forget else []),
-                 f"printf 'D %s\\n' \"$(df -Pk -- {sh(root)} | tail -n 1)\""]
+                 f"printf 'D %s\\n' \"$(df -Pk -- {sh(self.remote_root)} | tail -n 1)\""]
         for index, remote in enumerate(remotes):
             q = sh(remote)
             lines.append(f"if [ -f {q} ]; then printf 'F{index} %s %s\\n' \"$(stat -c %s -- {q})\" "
