@@ -17,6 +17,7 @@ import base64
 import hashlib
 import json
 import logging
+import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,8 +114,10 @@ class RemoteBatch:
             def there(name: str) -> str:
                 return sh(layout.join(after, name))
 
+            # named beside the part before (the same remote root): a line of its own even where the root has a newline
+            name = posixpath.basename(w) if posixpath.dirname(w) == posixpath.dirname(after) else w
             start = (f"{{ ( flock 9 && [ ! -e {there(layout.NEXT_CLOSED)} ] && p=$(cat {there(layout.PID)} 2>/dev/null) "
-                     f"&& [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && printf '%s\\n' {sh(w)} >>{there(layout.NEXT)} "
+                     f"&& [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && printf '%s\\n' {sh(name)} >>{there(layout.NEXT)} "
                      f"&& echo \"$p\" >{layout.STANDBY} ) 9>>{there(layout.NEXT_LOCK)} || {start}; }}")
         return (
             f"( mkdir -p -- {sh(w)} && cd -- {sh(w)} && [ ! -f {layout.STATUS} ] && ! {alive.format(layout.PID)} "

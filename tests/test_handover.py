@@ -27,10 +27,11 @@ class NoStandby(LocalTransport):
 
 
 @pytest.fixture
-def parts(sleepy, tmp_path):
-    """Two prepared, uploaded parts of sleepy items on one local runtime: (transport, part before, part after)."""
+def parts(sleepy, tmp_path, request):
+    """Two prepared, uploaded parts of sleepy items on one local runtime (its folder named by the test's
+    parameter, else ``runtime``): (transport, part before, part after)."""
     CGPUJobManager.reset()
-    transport = NoStandby(str(tmp_path / "runtime"))
+    transport = NoStandby(str(tmp_path / getattr(request, "param", "runtime")))
     manager = CGPUJobManager()
     before = sleepy(tones(tmp_path / "in_a", 2), tmp_path / "out_a", backend=transport, seconds=1.5, workers=1)
     after = sleepy(tones(tmp_path / "in_b", 1), tmp_path / "out_b", backend=transport, seconds=0.1, workers=1)
@@ -68,6 +69,8 @@ def kernel_pids(work_dir: Path) -> set[int]:
     return {rec["metadata"]["pid"] for rec in read_jsonl(work_dir / layout.RESULTS) if rec.get("metadata")}
 
 
+# a remote root whose path holds a newline: each part is still one line of the part before's ``next``
+@pytest.mark.parametrize("parts", ["runtime", "run\ntime $(x)"], indirect=True, ids=["plain", "newline"])
 def test_a_part_sent_ahead_runs_in_the_kernel_of_the_part_before_once_it_ends_well(parts):
     transport, before, after = parts
     a, b = start(transport, before, after)

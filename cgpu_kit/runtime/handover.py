@@ -3,10 +3,11 @@
 A runtime's next part is sent while its current one ends (cgpu_kit/lookahead.py). Rather than a standby
 driver of its own (a second papermill import and kernel boot, while the current part still runs), the part
 is handed to the driver that runs the current one: the send writes that driver's pid as the part's
-``standby.pid`` and the part's folder in the current one's ``next`` (remote.py). When the current part
-ends, its driver closes its ``next`` (no hand-over after that), takes the part as a launch would claim a
-standby (``standby.pid`` renamed to ``pid``) and runs it in the same kernel: its imports and the processor's
-model are already loaded.
+``standby.pid`` and the part's folder name in the current one's ``next`` (remote.py: a runtime's parts are
+folders side by side under its remote root, and a name is one line whatever that root's path holds). When the
+current part ends, its driver closes its ``next`` (no hand-over after that), takes the part as a launch would
+claim a standby (``standby.pid`` renamed to ``pid``) and runs it in the same kernel: its imports and the
+processor's model are already loaded.
 
 The door is a lock (``flock``) on ``next.lock``: the send writes ``next`` only while it holds the lock and
 ``next.closed`` is absent, and the driver makes ``next.closed`` under the same lock before it reads
@@ -41,7 +42,7 @@ def close(work_dir: Path) -> list[Path]:
             named = (work_dir / layout.NEXT).read_text().splitlines()
     except OSError:  # no hand-over (no next file), or the folder is gone
         return []
-    return [Path(line) for line in named if line.strip()]
+    return [work_dir.parent / line for line in named if line.strip()]  # a name beside this folder, or a whole path
 
 
 def claim(part: Path, ended_well: bool) -> bool:
