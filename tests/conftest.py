@@ -92,24 +92,58 @@ def sleepy(monkeypatch, tmp_path_factory):
     return SleepyJob
 
 
-def pytest_terminal_summary(terminalreporter):
-    """The reliability figures of this run: faults injected and survived, items lost and redone, and what each
-    hostile input got (recorded in docs/reliability.md)."""
-    import json
+#: the reliability figures of the xdist workers (scripts/test.sh runs the suite on two), gathered as each ends
+_WORKERS: dict = {"faults": {}, "hostile": []}
+
+
+def _reliability() -> tuple[dict, list]:
+    """This process's reliability figures: fault counts (test_reliability) and the hostile-input table (test_hostile)."""
     import sys
 
-    faults = getattr(sys.modules.get("test_reliability"), "FAULTS", None)
-    table = getattr(sys.modules.get("test_hostile"), "HOSTILE_TABLE", None)
+    faults = getattr(sys.modules.get("test_reliability"), "FAULTS", None) or {}
+    table = getattr(sys.modules.get("test_hostile"), "HOSTILE_TABLE", None) or []
+    return dict(faults), [list(row) for row in table]
+
+
+def pytest_sessionfinish(session):
+    """An xdist worker hands its reliability figures to the controller, which prints the summary."""
+    import json
+
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        faults, table = _reliability()
+        output["reliability"] = json.dumps({"faults": faults, "hostile": table})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    import json
+
+    sent = json.loads(getattr(node, "workeroutput", {}).get("reliability") or "{}")
+    for key, count in (sent.get("faults") or {}).items():
+        _WORKERS["faults"][key] = _WORKERS["faults"].get(key, 0) + count
+    _WORKERS["hostile"].extend(sent.get("hostile") or [])
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability figures of this run: faults injected and survived, items lost and redone, and what each
+    hostile input got (recorded in docs/reliability.md): this process's, or its xdist workers'."""
+    import json
+
+    faults, table = _reliability()
+    for key, count in _WORKERS["faults"].items():
+        faults[key] = faults.get(key, 0) + count
+    table += _WORKERS["hostile"]
     if not faults and not table:
         return
     write = terminalreporter.write_line
     terminalreporter.section("reliability")
     if faults:
-        lost = faults["faults injected"] - faults["faults survived"]
-        write(f"faults injected: {faults['faults injected']}, survived: {faults['faults survived']}, "
-              f"runs with items lost: {lost}, items redone: {faults['items redone']}")
-    for label, name, outcome in table or []:
+        lost = faults.get("faults injected", 0) - faults.get("faults survived", 0)
+        write(f"faults injected: {faults.get('faults injected', 0)}, survived: {faults.get('faults survived', 0)}, "
+              f"runs with items lost: {lost}, items redone: {faults.get('items redone', 0)}")
+    for label, name, outcome in table:
         write(f"  {label:40} {name:28} {outcome[:110]}")
     artifacts = TESTS_DIR.parent / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
-    (artifacts / "reliability.json").write_text(json.dumps({"faults": dict(faults or {}), "hostile": table or []}, indent=1))
+    (artifacts / "reliability.json").write_text(json.dumps({"faults": faults, "hostile": table}, indent=1))
