@@ -60,27 +60,32 @@ def test_when_a_local_batch_runs_then_its_template_runs_in_the_kernel_launched_b
     assert processes_gone(root), "a kernel (or the driver) outlived the batch"
 
 
-def test_when_adopted_then_the_kernel_keeps_the_connection_file_it_read_and_runs_unencrypted_in_the_work_folder(tmp_path):
+def test_when_adopted_then_the_kernel_uses_the_ports_it_bound_itself_and_runs_unencrypted_in_the_work_folder(tmp_path):
+    """The kernel is launched with ports 0 and binds free ones itself (ports picked for it could be taken by
+    another process before it binds them: it then hangs, and its batch fails a minute later); adoption waits
+    for the ports it wrote back into its connection file."""
     work = tmp_path / "job"
     work.mkdir()
     pre = prespawn.spawn(work, "python3")
     assert pre is not None
     assert Path(pre.connection_file).parent == work  # a driver killed now leaves it to go with the folder
     assert Path(pre.connection_file).stat().st_mode & 0o077 == 0  # its key readable by its owner only
-    read_at_start = Path(pre.connection_file).read_text()
+    ports = ["shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"]
+    launched_with = json.loads(Path(pre.connection_file).read_text())
+    assert [launched_with[p] for p in ports] == [0] * 5
 
     km = kernel.start(work, "python3", pre)
     try:
         assert km.provisioner.pid == pre.process.pid and km.has_kernel
         assert km.curve_publickey is None  # the installed python3 spec offers CurveZMQ: not switched on
-        info = json.loads(read_at_start)
-        assert [km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port] == [
-            info["shell_port"], info["iopub_port"], info["stdin_port"], info["control_port"], info["hb_port"]]
+        written_back = json.loads(Path(pre.connection_file).read_text())
+        assert written_back["key"] == launched_with["key"] and all(written_back[p] > 0 for p in ports)
+        assert [km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port] == [written_back[p] for p in ports]
         kernel.warm(km, ["json"])()  # the standby's warm-up, then the template, on the adopted kernel
         ran = run_notebook(km, work)
         assert ran["pid"] == pre.process.pid and ran["cwd"] == str(work)
-        assert Path(pre.connection_file).read_text() == read_at_start
-        assert "curve" not in read_at_start
+        assert json.loads(Path(pre.connection_file).read_text()) == written_back  # nothing here rewrote it
+        assert "curve" not in Path(pre.connection_file).read_text()
     finally:
         kernel.stop(km)
     assert pre.process.poll() is not None and processes_gone(work)

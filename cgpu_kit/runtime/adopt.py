@@ -3,8 +3,9 @@ instead of launching one, once jupyter_client's own command, environment and wor
 are found to be the ones it was launched with. nbclient and papermill then get it as any started kernel
 manager (``has_kernel``; they only connect to it) and kernel.stop shuts it down as any other.
 
-The connection file is the one the kernel read at its start: nothing here rewrites it (no other ports, keys
-or CurveZMQ keys: transport encryption stays off, as the kernel was launched without it).
+The connection file is the one the kernel wrote back at its start with the ports it bound (an ipykernel
+launched with ports 0 picks free ones itself): adoption waits for those, and nothing here rewrites the file (no
+other ports, keys or CurveZMQ keys: transport encryption stays off, as the kernel was launched without it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from jupyter_client.provisioning import LocalProvisioner
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from jupyter_core.utils import run_sync
 
-from .prespawn import Prespawned
+from .prespawn import Prespawned, bound
+
+#: how long adoption waits for the kernel launched ahead to bind its ports (it boots on a busy machine)
+BIND_SECONDS = 60.0
 
 
 class NotTheSameKernel(RuntimeError):
@@ -77,6 +81,10 @@ def adopt(pre: Prespawned, kernel_spec_manager: Any) -> AsyncKernelManager:
     jupyter_client raised) where it cannot be, and the caller then discards ``pre``."""
     if pre.process.poll() is not None:
         raise NotTheSameKernel(f"the kernel launched ahead exited (code {pre.process.returncode})")
+    try:
+        bound(pre, BIND_SECONDS)  # the ports it chose itself, written back into its connection file
+    except RuntimeError as exc:
+        raise NotTheSameKernel(str(exc)) from None
     km = AsyncKernelManager(kernel_name=pre.kernel_name, kernel_spec_manager=kernel_spec_manager,
                             connection_file=pre.connection_file)
     if km.has_trait("transport_encryption"):  # jupyter_client 8.10: CurveZMQ keys only where asked for

@@ -90,14 +90,17 @@ def _run_part(work_dir: Path, km: Any, fresh: bool) -> tuple[dict[str, Any], Any
     if km is not None and km.kernel_name != kernel_name:  # the standby guessed the default kernel; the job names another
         kernel.stop(km)
         km = None
-    if km is None:
-        # launched before jupyter_client is imported (prespawn.py): its boot overlaps that import
-        pre = prespawn.spawn(work_dir, kernel_name) if fresh else None
-        km = kernel.start(work_dir, kernel_name, pre)
+    # launched before jupyter_client is imported (prespawn.py), or by jupyter_client where it cannot be: either
+    # way its boot overlaps papermill's import; one launched ahead is adopted after it, once it has bound its ports
+    pre = prespawn.spawn(work_dir, kernel_name) if km is None and fresh else None
+    if km is None and pre is None:
+        km = kernel.start(work_dir, kernel_name)
     try:
         _skip_slow_imports()
         import papermill
 
+        if pre is not None:
+            km, pre = kernel.start(work_dir, kernel_name, pre), None
         papermill.execute_notebook(
             str(work_dir / layout.TEMPLATE), str(work_dir / layout.EXECUTED),
             parameters={
@@ -116,6 +119,9 @@ def _run_part(work_dir: Path, km: Any, fresh: bool) -> tuple[dict[str, Any], Any
     except BaseException:  # interrupted: a kernel started here is not yet the caller's to stop
         kernel.stop(km)
         raise
+    finally:
+        if pre is not None:  # papermill could not be imported: the kernel launched ahead was never adopted
+            prespawn.discard(pre)
     status.update(ended=time.time(), cancelled=(work_dir / layout.CANCEL).exists())
     return status, km
 

@@ -17,11 +17,12 @@ log = logging.getLogger("cgpu_kit.runtime")
 
 
 def start(work_dir: Path, kernel_name: str, pre: prespawn.Prespawned | None = None) -> Any:
-    """The template's kernel, started now so that it boots (a second or more: IPython's imports) while this
-    process imports papermill (as long again) on another core; None leaves the start to papermill, as before.
+    """The template's kernel, started before this process imports papermill (as long again as its boot: a second
+    or more of IPython's imports) so that it boots meanwhile on another core; None leaves the start to papermill.
 
-    ``pre`` (prespawn.spawn), a kernel launched before this process imported jupyter_client, is adopted where
-    jupyter_client would have launched the same (adopt.py), else killed and a kernel started as before.
+    ``pre`` (prespawn.spawn), a kernel launched before this process imported jupyter_client and booting during
+    that import, is adopted here after it, once it has bound its ports, where jupyter_client would have launched
+    the same (adopt.py), else killed and a kernel started as before.
     papermill hands a kernel manager that already has a kernel to nbclient, which then only connects to it;
     the kernel runs in ``work_dir``, as papermill's ``cwd`` would have put it."""
     try:

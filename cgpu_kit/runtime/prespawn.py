@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,10 @@ def spawn(work_dir: Path, kernel_name: str) -> Prespawned | None:
         if found is None:
             return None
         spec, resource_dir = found
-        connection_file = _write_connection_file(kernel_name, work_dir)
+        # an ipykernel binds free ports itself where the file says 0, and writes them back: no other process can
+        # take one between its pick and the bind, as happens to ports picked here (a kernel that then hangs)
+        own_ports = any("ipykernel" in os.path.basename(str(a)) for a in spec["argv"])
+        connection_file = _write_connection_file(kernel_name, work_dir, pick_ports=not own_ports)
         ns = {"connection_file": os.path.realpath(connection_file), "prefix": sys.prefix,
               "resource_dir": resource_dir, "cwd": str(work_dir)}
         argv = [os.path.expanduser(re.sub(r"\{([A-Za-z0-9_]+)\}", lambda m: ns.get(m.group(1), m.group()), a))
@@ -133,18 +137,37 @@ def discard(pre: Prespawned) -> None:
     Path(pre.connection_file).unlink(missing_ok=True)
 
 
-def _write_connection_file(kernel_name: str, folder: Path) -> str:
-    """A connection file as jupyter_client's KernelManager writes one (mode 0600): free tcp ports on localhost,
-    a random key, hmac-sha256, and no CurveZMQ keys (transport encryption stays off). It is written in the
-    batch's work folder, so that a driver killed before it could remove it leaves it there, to go with the
-    folder, rather than in a temporary folder for good."""
+def bound(pre: Prespawned, timeout: float) -> None:
+    """Wait until the kernel has written the ports it bound into its connection file (launched with ports 0:
+    :func:`spawn`); raises RuntimeError where it exited first or took longer than ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(pre.connection_file, encoding="utf-8") as f:
+                info = json.load(f)
+            if all(int(info.get(port) or 0) > 0 for port in _PORTS):
+                return
+        except (OSError, ValueError):  # not there yet, or being written
+            pass
+        if pre.process.poll() is not None:
+            raise RuntimeError(f"the kernel launched ahead exited (code {pre.process.returncode}) before it bound its ports")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the kernel launched ahead did not bind its ports within {timeout:g} s")
+        time.sleep(0.02)
+
+
+def _write_connection_file(kernel_name: str, folder: Path, pick_ports: bool = True) -> str:
+    """A connection file as jupyter_client's KernelManager writes one (mode 0600): free tcp ports on localhost
+    (0s where not ``pick_ports``: the kernel binds its own), a random key, hmac-sha256, and no CurveZMQ keys
+    (transport encryption stays off). It is written in the batch's work folder, so that a driver killed before
+    it could remove it leaves it there, to go with the folder, rather than in a temporary folder for good."""
     sockets = []
-    for _ in _PORTS:
+    for _ in _PORTS if pick_ports else ():
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\0" * 8)
         sock.bind(("127.0.0.1", 0))
         sockets.append(sock)
-    ports = [s.getsockname()[1] for s in sockets]
+    ports = [s.getsockname()[1] for s in sockets] if pick_ports else [0] * len(_PORTS)
     for sock in sockets:
         sock.close()
     info = {**dict(zip(_PORTS, ports)), "ip": "127.0.0.1", "key": str(uuid.uuid4()), "transport": "tcp",

@@ -33,14 +33,22 @@ STANDBY_SECONDS = 300.0
 
 def wait(work_dir: Path, warm: list[str], preload: str | None, before_papermill: Callable[[], None],
          pre: prespawn.Prespawned | None = None, after: Path | None = None) -> tuple[bool, Any]:
-    """Start the kernel (adopting ``pre``, the python3 kernel launched ahead, where it can: kernel.start), import
-    papermill (after ``before_papermill``) and warm the kernel, then wait to be claimed: (claimed, the kernel
+    """Import papermill (after ``before_papermill``), start the kernel (adopting ``pre``, the python3 kernel
+    launched ahead, where it can: kernel.start) and warm it, then wait to be claimed: (claimed, the kernel
     manager or None where the kernel did not start). Not claimed: the kernel is shut down, and the caller exits."""
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    km = kernel.start(work_dir, prespawn.NATIVE, pre)
-    before_papermill()
-    import papermill  # noqa: F401 - imported now, used once claimed
+    km = kernel.start(work_dir, prespawn.NATIVE) if pre is None else None  # booting while papermill imports
+    try:
+        before_papermill()
+        import papermill  # noqa: F401 - imported now, used once claimed
+    except BaseException:
+        if pre is not None:
+            prespawn.discard(pre)
+        kernel.stop(km)
+        raise
+    if pre is not None:  # launched ahead, booting meanwhile: adopted once it has bound its ports
+        km = kernel.start(work_dir, prespawn.NATIVE, pre)
 
     let_go = kernel.warm(km, warm, preload) if km is not None and (warm or preload) else lambda: None
     log.info("standby driver ready (kernel started, papermill imported; the kernel importing %s%s)", ", ".join(warm),
