@@ -153,3 +153,11 @@ def test_when_jupyter_client_is_older_than_7_then_no_kernel_is_launched_ahead(tm
     os.killpg(int(pid), signal.SIGKILL)
     Path(connection_file).unlink()
     assert processes_gone(work)
+
+
+def test_a_kernel_that_is_not_an_ipykernel_gets_free_ports_picked_for_it_and_an_ipykernel_binds_its_own(tmp_path):
+    picked = json.loads(Path(prespawn._write_connection_file("other", tmp_path)).read_text())
+    ports = [picked[p] for p in prespawn._PORTS]
+    assert all(p > 0 for p in ports) and len(set(ports)) == len(ports)  # five distinct ports, free when picked
+    own = json.loads(Path(prespawn._write_connection_file("python3", tmp_path, pick_ports=False)).read_text())
+    assert [own[p] for p in prespawn._PORTS] == [0] * 5 and own["key"] != picked["key"]

@@ -79,10 +79,8 @@ class AdoptingProvisioner(LocalProvisioner):  # type: ignore[misc]
 def adopt(pre: Prespawned, kernel_spec_manager: Any) -> AsyncKernelManager:
     """A started kernel manager whose kernel is ``pre``'s process; raises (:class:`NotTheSameKernel` or what
     jupyter_client raised) where it cannot be, and the caller then discards ``pre``."""
-    if pre.process.poll() is not None:
-        raise NotTheSameKernel(f"the kernel launched ahead exited (code {pre.process.returncode})")
     try:
-        bound(pre, BIND_SECONDS)  # the ports it chose itself, written back into its connection file
+        bound(pre, BIND_SECONDS)  # alive, and the ports it chose itself written back into its connection file
     except RuntimeError as exc:
         raise NotTheSameKernel(str(exc)) from None
     km = AsyncKernelManager(kernel_name=pre.kernel_name, kernel_spec_manager=kernel_spec_manager,

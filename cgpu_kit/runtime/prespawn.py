@@ -138,10 +138,12 @@ def discard(pre: Prespawned) -> None:
 
 
 def bound(pre: Prespawned, timeout: float) -> None:
-    """Wait until the kernel has written the ports it bound into its connection file (launched with ports 0:
-    :func:`spawn`); raises RuntimeError where it exited first or took longer than ``timeout`` s."""
+    """Wait until the kernel is running with ports in its connection file (launched with ports 0 (:func:`spawn`),
+    it writes back those it bound); raises RuntimeError where it exited or took longer than ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
+        if pre.process.poll() is not None:
+            raise RuntimeError(f"the kernel launched ahead exited (code {pre.process.returncode})")
         try:
             with open(pre.connection_file, encoding="utf-8") as f:
                 info = json.load(f)
@@ -149,8 +151,6 @@ def bound(pre: Prespawned, timeout: float) -> None:
                 return
         except (OSError, ValueError):  # not there yet, or being written
             pass
-        if pre.process.poll() is not None:
-            raise RuntimeError(f"the kernel launched ahead exited (code {pre.process.returncode}) before it bound its ports")
         if time.monotonic() > deadline:
             raise RuntimeError(f"the kernel launched ahead did not bind its ports within {timeout:g} s")
         time.sleep(0.02)
@@ -161,18 +161,25 @@ def _write_connection_file(kernel_name: str, folder: Path, pick_ports: bool = Tr
     (0s where not ``pick_ports``: the kernel binds its own), a random key, hmac-sha256, and no CurveZMQ keys
     (transport encryption stays off). It is written in the batch's work folder, so that a driver killed before
     it could remove it leaves it there, to go with the folder, rather than in a temporary folder for good."""
-    sockets = []
-    for _ in _PORTS if pick_ports else ():
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\0" * 8)
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [s.getsockname()[1] for s in sockets] if pick_ports else [0] * len(_PORTS)
-    for sock in sockets:
-        sock.close()
+    ports = _free_ports(len(_PORTS)) if pick_ports else [0] * len(_PORTS)
     info = {**dict(zip(_PORTS, ports)), "ip": "127.0.0.1", "key": str(uuid.uuid4()), "transport": "tcp",
             "signature_scheme": "hmac-sha256", "kernel_name": kernel_name}
     fd, path = tempfile.mkstemp(suffix=".json", prefix="kernel-", dir=folder)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f, indent=2)
     return path
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct tcp ports free on localhost now (free until another process binds one)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\0" * 8)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
